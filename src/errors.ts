@@ -1,0 +1,38 @@
+/**
+ * Two error classes drive control flow (STYLE rule 5). Anything else thrown means "retry with
+ * backoff". Structured context (argv, exit code, stderr) is attached as non-enumerable properties
+ * so that a logger serialising the error never prints values that may hold secrets.
+ */
+
+/** Do not retry: the input or the world is wrong in a way time will not fix. Surfaced in status. */
+export class TerminalError extends Error {
+  override readonly name = "TerminalError";
+  /** Short machine-readable reason, used as a condition reason and a metric label. */
+  readonly reason: string;
+  constructor(reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/**
+ * A command was sent but no exit status came back (the connection dropped). Whether it took
+ * effect is unknown: the caller observes again before acting, and never repeats it blindly.
+ */
+export class OutcomeUnknownError extends Error {
+  override readonly name = "OutcomeUnknownError";
+}
+
+/** Normalises anything thrown into an Error (graphile-worker's coerceError). */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(typeof thrown === "string" ? thrown : `non-error thrown: ${String(thrown)}`);
+}
+
+/** Attaches context that must not be serialised by loggers (it may contain secrets). */
+export function attachHidden<E extends Error>(error: E, fields: Record<string, unknown>): E {
+  for (const [key, value] of Object.entries(fields)) {
+    Object.defineProperty(error, key, { value, enumerable: false, configurable: true, writable: false });
+  }
+  return error;
+}

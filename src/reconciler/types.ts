@@ -1,0 +1,188 @@
+/**
+ * The glossary in code. Every other reconciler module speaks in these types; the Dokku driver and
+ * the state repositories implement the interfaces declared here (the consumer owns the interface).
+ *
+ * Terminology
+ * - subscription: a row in `subscriptions`; the unit of desired state and the work-queue key.
+ * - instance: the MindRoom deployment of one subscription; a row in `instances`.
+ * - component: one Dokku app of an instance (`backend`, `frontend`, `matrix`).
+ * - host: a Dokku server reached over SSH; a row in `dokku_hosts`.
+ * - desired state: what the instance should be, from subscription, instance row, tier and clock.
+ * - observed state: what the host (and the health prober) show now.
+ * - plan: the ordered actions that move observed toward desired (pure).
+ * - apply: executing a plan one journaled action at a time.
+ * - phase: `running`, `stopped` or `deprovisioned`, the three targets of a desired state.
+ * - drift: observed differs from desired for a reason other than a pending change.
+ */
+
+/** Provisioning order: the homeserver first, the backend that talks to it, then the frontend. */
+export const COMPONENTS = ["matrix", "backend", "frontend"] as const;
+export type Component = (typeof COMPONENTS)[number];
+
+/** Ordered from most to least alive: an override may only move a phase to the right. */
+export const PHASES = ["running", "stopped", "deprovisioned"] as const;
+export type Phase = (typeof PHASES)[number];
+
+export const TIERS = ["free", "starter", "professional", "enterprise"] as const;
+export type Tier = (typeof TIERS)[number];
+
+/** Stripe's subscription statuses, verbatim. */
+export const SUBSCRIPTION_STATUSES = [
+  "incomplete",
+  "incomplete_expired",
+  "trialing",
+  "active",
+  "past_due",
+  "canceled",
+  "unpaid",
+  "paused",
+] as const;
+export type SubscriptionStatus = (typeof SUBSCRIPTION_STATUSES)[number];
+
+export interface ResourceLimits {
+  /** Memory limit in megabytes (`resource:limit --memory <n>m`). */
+  readonly memoryMb: number;
+  /** CPU limit in cores (`resource:limit --cpu <n>`). */
+  readonly cpus: number;
+}
+
+/** Persistent storage of one component: a Dokku storage entry mounted into the container. */
+export interface StorageSpec {
+  /** Name of the entry under /var/lib/dokku/data/storage (validated like an app name). */
+  readonly entry: string;
+  /** Absolute path inside the container. */
+  readonly mountPath: string;
+}
+
+/** What one Dokku app of an instance should be. */
+export interface DesiredApp {
+  readonly component: Component;
+  /** Deterministic Dokku app name: `<subdomain>-<component>`. */
+  readonly app: string;
+  readonly image: string;
+  readonly port: number;
+  readonly healthPath: string;
+  readonly storage: StorageSpec | null;
+  readonly domains: readonly string[];
+  /** Environment, including MINDROOM_SPEC_HASH. Values are secrets: never log them. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly resources: ResourceLimits;
+  readonly tls: boolean;
+  /** Content hash of everything above; carried on the app as MINDROOM_SPEC_HASH. */
+  readonly specHash: string;
+}
+
+export interface DesiredInstance {
+  readonly subscriptionId: string;
+  readonly instanceId: string;
+  readonly subdomain: string;
+  readonly tier: Tier;
+  readonly phase: Phase;
+  /** Why this phase, in words an operator understands ("past_due since ...; grace ends ..."). */
+  readonly reason: string;
+  /** `reconcile_paused`: observe and report, act on nothing. */
+  readonly paused: boolean;
+  readonly apps: readonly DesiredApp[];
+  readonly specHash: string;
+  /** The next instant at which this answer changes by itself (grace or retention end), or null. */
+  readonly changesAt: Date | null;
+}
+
+/** One app as the host shows it. Fields after `running` are filled only by a deep observe. */
+export interface ObservedApp {
+  readonly app: string;
+  /** An image or source has been deployed (Dokku's `Deployed: true`). */
+  readonly deployed: boolean;
+  /** Every process of the app is running. */
+  readonly running: boolean;
+  readonly deep?: ObservedAppDetail;
+}
+
+export interface ObservedAppDetail {
+  /** MINDROOM_SPEC_HASH from the app's config, or null when unset. */
+  readonly specHash: string | null;
+  readonly domains: readonly string[];
+  /** Mounts as `host-path:container-path`, in Dokku's order. */
+  readonly mounts: readonly string[];
+  readonly resources: ResourceLimits | null;
+  /** The deployed image (`git:report` source image), or null when not known. */
+  readonly image: string | null;
+  readonly tls: boolean;
+}
+
+/** The whole host, observed in a constant number of SSH commands. */
+export interface ObservedHost {
+  readonly hostId: string;
+  readonly dokkuVersion: string;
+  readonly apps: ReadonlyMap<string, ObservedApp>;
+  readonly observedAt: Date;
+}
+
+/**
+ * An external action. `apply` maps each kind to driver calls with an exhaustive switch. Every
+ * action is idempotent against the real Dokku CLI: an answer that means "already so" is success.
+ */
+export type Action =
+  | { readonly kind: "createApp"; readonly app: string }
+  | { readonly kind: "ensureStorage"; readonly app: string; readonly storage: StorageSpec }
+  | { readonly kind: "setConfig"; readonly app: string; readonly env: Readonly<Record<string, string>> }
+  | { readonly kind: "setResources"; readonly app: string; readonly resources: ResourceLimits }
+  | { readonly kind: "setDomains"; readonly app: string; readonly domains: readonly string[] }
+  | { readonly kind: "deployImage"; readonly app: string; readonly image: string }
+  | { readonly kind: "enableTls"; readonly app: string }
+  | { readonly kind: "start"; readonly app: string }
+  | { readonly kind: "stop"; readonly app: string }
+  | { readonly kind: "restart"; readonly app: string }
+  | { readonly kind: "backup"; readonly app: string; readonly storage: StorageSpec }
+  | { readonly kind: "destroyApp"; readonly app: string }
+  | { readonly kind: "destroyStorage"; readonly app: string; readonly storage: StorageSpec };
+
+export type ActionKind = Action["kind"];
+
+/** Actions that change a host; everything except observing. */
+export const MUTATING_ACTIONS: readonly ActionKind[] = [
+  "createApp",
+  "ensureStorage",
+  "setConfig",
+  "setResources",
+  "setDomains",
+  "deployImage",
+  "enableTls",
+  "start",
+  "stop",
+  "restart",
+  "backup",
+  "destroyApp",
+  "destroyStorage",
+];
+
+/** How the controller reaches one host. */
+export interface HostRef {
+  readonly id: string;
+  readonly name: string;
+  /** `ssh://dokku@host:22` */
+  readonly sshUrl: string;
+  /** Pinned host key (OpenSSH public-key line), or null to learn it on first contact. */
+  readonly hostKey: string | null;
+}
+
+/**
+ * The Dokku hosts, as the reconciler needs them. Implemented by src/drivers/dokku/driver.ts.
+ *
+ * Contracts: every method may be called concurrently from many workers; the driver enforces the
+ * per-host concurrency limit and never runs two mutating commands for one app at once. Errors are
+ * `TerminalError` (do not retry), `OutcomeUnknownError` (the connection dropped mid-command:
+ * observe again before acting) or any other Error (retry with backoff).
+ */
+export interface Driver {
+  /** Shallow state of every app on the host, in O(1) SSH commands. Read-only. */
+  observeHost(host: HostRef, signal?: AbortSignal): Promise<ObservedHost>;
+  /** Deep state of one app, or undefined when the app does not exist. Read-only. */
+  observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined>;
+  /** Runs one action (not `backup`). Idempotent: "already so" answers are success. */
+  apply(host: HostRef, action: Exclude<Action, { kind: "backup" }>, signal?: AbortSignal): Promise<void>;
+  /** Streams a tar.gz of the storage entry into `sink`, bytes untouched. Resolves when complete. */
+  backup(host: HostRef, action: Extract<Action, { kind: "backup" }>, sink: NodeJS.WritableStream, signal?: AbortSignal): Promise<void>;
+  /** Closes every connection. Idempotent. */
+  close(): Promise<void>;
+}
