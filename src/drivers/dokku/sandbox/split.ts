@@ -47,7 +47,7 @@ export interface XargsResult {
 /**
  * GNU xargs (no -0/-d) argument parsing. Blanks are space, tab and newline; `'…'`/`"…"` group
  * and are removed, with no escapes inside; `\x` outside quotes is `x`. A newline inside quotes or
- * EOF inside quotes is the "unmatched quote" error, and an argument that does not fit the buffer
+ * EOF inside a started quoted argument is the "unmatched quote" error, and an argument that does not fit the buffer
  * next to `commandBytes` is "argument line too long": in both cases the arguments completed
  * before are kept and everything from the failing one on is lost.
  */
@@ -81,6 +81,8 @@ export function xargsSplit(input: string, commandBytes: number): XargsResult {
       cur = (cur ?? "") + c;
     }
   }
+  // At EOF an argument with no bytes yet is plain EOF: a trailing `''` or lone `"` vanishes.
+  if (cur === undefined || cur === "") return { args, stderr: "" };
   if (quote !== undefined) return { args, stderr: UNMATCHED(quote === "'" ? "single" : "double") };
   if (!finish()) return { args, stderr: TOO_LONG };
   return { args, stderr: "" };
@@ -144,7 +146,7 @@ export function echoLines(arg: string): string[] {
 export function xargsEchoSplit(input: string): XargsResult {
   const r = xargsSplit(input, Buffer.byteLength("echo") + 1);
   // Without -r, xargs runs `echo` once with no argument when it read none (except on overflow).
-  if (r.args.length === 0 && r.stderr !== TOO_LONG) return { args: [""], stderr: r.stderr };
+  if (r.args.length === 0 && r.stderr === "") return { args: [""], stderr: "" };
   return { args: r.args.flatMap(echoLines), stderr: r.stderr };
 }
 
