@@ -1,0 +1,86 @@
+/**
+ * The `mindroom-reconciler` command line. Each command lives in its own module, loaded only when
+ * run, and returns its exit status. Exit 2 means bad usage or configuration (one clear line on
+ * stderr, no stack trace).
+ */
+import { ConfigError } from "./config.ts";
+import { TerminalError } from "./errors.ts";
+
+type CommandModule = { run(argv: string[]): Promise<number> };
+
+interface Command {
+  readonly summary: string;
+  readonly load: () => Promise<CommandModule>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve: { summary: "run the controller daemon (webhook, API, metrics, reconcilers)", load: () => import("./commands/serve.ts") },
+  migrate: { summary: "apply pending database migrations", load: () => import("./commands/migrate.ts") },
+  seed: { summary: "load the demo seed data (idempotent)", load: () => import("./commands/seed.ts") },
+  plan: { summary: "plan [--instance ID]: print what a pass would change (exit 0 none, 1 changes, 2 error)", load: () => import("./commands/plan.ts") },
+  status: { summary: "print every instance: phase desired/observed, health, host, why not converged", load: () => import("./commands/status.ts") },
+  reconcile: { summary: "reconcile ID: run one pass for an instance or subscription now", load: () => import("./commands/reconcile.ts") },
+  hosts: { summary: "hosts list | add NAME SSH_URL [--capacity N] [--region R] | remove NAME", load: () => import("./commands/hosts.ts") },
+  sandbox: { summary: "sandbox [--port N] [--dokku-version V] [--authorized-keys FILE]: a local Dokku host", load: () => import("./drivers/dokku/sandbox/cli.ts") },
+  stripe: { summary: "stripe sync [--customer ID] | stripe send TRIGGER [--customer ID] [--tier T] [--url URL]", load: () => import("./commands/stripe.ts") },
+  bench: { summary: "bench ssh|scale|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
+};
+
+export function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
+  const lines = Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(width)}  ${command.summary}`);
+  return [
+    "usage: mindroom-reconciler <command> [options]",
+    "",
+    "MindRoom platform controller: keeps Stripe, Postgres and the Dokku hosts in agreement.",
+    "",
+    "commands:",
+    ...lines,
+    "",
+    "Configuration comes from environment variables; see README.md.",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`mindroom-reconciler: unknown command "${name}"; run mindroom-reconciler --help\n`);
+    return 2;
+  }
+  try {
+    const module = await command.load();
+    return await module.run(rest);
+  } catch (error) {
+    return reportFatal(error);
+  }
+}
+
+/** Expected failures print one line; anything else keeps its stack for the operator. */
+function reportFatal(error: unknown): number {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`configuration error: ${error.message}\n`);
+    return 2;
+  }
+  if (error instanceof TerminalError) {
+    process.stderr.write(`error: ${error.message}\n`);
+    return 2;
+  }
+  process.stderr.write(`error: ${describeChain(error)}\n`);
+  return 1;
+}
+
+/** The message of an error and of each cause, most specific last, with the outermost stack. */
+function describeChain(error: unknown): string {
+  const parts: string[] = [];
+  for (let current: unknown = error; current !== undefined; current = (current as Error).cause) {
+    parts.push(current instanceof Error ? current.message : String(current));
+    if (!(current instanceof Error) || parts.length > 5) break;
+  }
+  const stack = error instanceof Error ? (error.stack?.split("\n").slice(1).join("\n") ?? "") : "";
+  return `${parts.join(": ")}\n${stack}`;
+}

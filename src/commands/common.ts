@@ -1,0 +1,22 @@
+/** Wiring shared by the one-shot commands: configuration, a logger on stderr, the database. */
+import { type Config, loadConfig } from "../config.ts";
+import { createLogger, type Logger } from "../logger.ts";
+import { type Database, openDatabase } from "../state/db.ts";
+
+export interface CommandContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly db: Database;
+}
+
+/** Runs `fn` with an open database and always closes it (stopping an embedded server we own). */
+export async function withDatabase<T>(fn: (ctx: CommandContext) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, process.stderr);
+  const db = await openDatabase(config, (message) => logger.info(message), { max: 4 });
+  try {
+    return await fn({ config, logger, db });
+  } finally {
+    await db.close();
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * Configuration, parsed once from the environment into a frozen, typed object (STYLE rule 14).
+ * Nothing else in the project reads process.env. An invalid variable becomes a ConfigError whose
+ * message is one line naming the variable and what it expects; the CLI prints it and exits 2.
+ */
+import ms from "ms";
+import { z } from "zod";
+
+import { TIERS } from "./reconciler/types.ts";
+
+export const DEFAULTS = {
+  DATA_DIR: "./.data",
+  PORT: 8080,
+  BASE_DOMAIN: "mindroom.localhost",
+  RESYNC_INTERVAL: "5m",
+  HEALTH_INTERVAL: "5m",
+  GRACE_PERIOD: "7d",
+  RETENTION_PERIOD: "30d",
+  MAX_CONCURRENT_RECONCILES: 16,
+  HOST_CONCURRENCY: 4,
+  LOG_LEVEL: "info",
+  SANDBOX_DOKKU_VERSION: "0.38",
+} as const satisfies Record<string, string | number>;
+
+const MAX_CONCURRENCY = 1024;
+
+/** Variables whose values are secrets: never echoed back in an error. */
+const SECRET_VARIABLES = new Set([
+  "DATABASE_URL",
+  "STRIPE_WEBHOOK_SECRET",
+  "STRIPE_API_KEY",
+  "SSH_PRIVATE_KEY",
+  "MASTER_KEY",
+  "SUPABASE_SERVICE_ROLE_KEY",
+  "SMTP_URL",
+]);
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly variable: string,
+    readonly expected: string,
+  ) {
+    super(`${variable}: ${expected}`);
+  }
+}
+
+const duration = (what: string) =>
+  z.string().transform((text, ctx) => {
+    const parsed = /^\d+$/.test(text) ? Number(text) : ms(text as ms.StringValue);
+    if (typeof parsed !== "number" || !Number.isFinite(parsed) || parsed <= 0) {
+      ctx.addIssue({ code: "custom", message: `expected a positive duration such as "30s", "5m" or "7d" (${what})` });
+      return z.NEVER;
+    }
+    return parsed;
+  });
+
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, `expected a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `expected a whole number from ${min} to ${max}`).max(max, `expected a whole number from ${min} to ${max}`));
+
+const optionalText = z
+  .string()
+  .transform((value) => (value.trim() === "" ? undefined : value))
+  .optional();
+
+const sshUrl = z
+  .string()
+  .regex(/^ssh:\/\/[A-Za-z0-9._-]+@[A-Za-z0-9.[\]:-]+(:\d{1,5})?$/, "expected a comma-separated list of ssh://dokku@host:22 URLs");
+
+const priceTiers = z.string().transform((text, ctx) => {
+  const map: Record<string, (typeof TIERS)[number]> = {};
+  for (const pair of text.split(",").filter((p) => p.trim() !== "")) {
+    const [price, tier] = pair.split("=").map((s) => s.trim());
+    if (!price || !tier || !(TIERS as readonly string[]).includes(tier)) {
+      ctx.addIssue({ code: "custom", message: `expected price_id=tier pairs separated by commas, tier one of ${TIERS.join(", ")}` });
+      return z.NEVER;
+    }
+    map[price] = tier as (typeof TIERS)[number];
+  }
+  return map;
+});
+
+const schema = z.object({
+  DATABASE_URL: optionalText.pipe(z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional()),
+  DATA_DIR: z.string().min(1).default(DEFAULTS.DATA_DIR),
+  PORT: integer(0, 65535).default(DEFAULTS.PORT),
+  STRIPE_WEBHOOK_SECRET: optionalText.pipe(
+    z
+      .string()
+      .regex(/^whsec_[A-Za-z0-9_]+(,\s*whsec_[A-Za-z0-9_]+)*$/, "expected one or more whsec_... secrets separated by commas")
+      .optional(),
+  ),
+  STRIPE_API_KEY: optionalText.pipe(z.string().regex(/^(sk|rk)_[A-Za-z0-9_]+$/, "expected a Stripe secret key (sk_... or rk_...)").optional()),
+  STRIPE_API_BASE: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
+  STRIPE_PRICE_TIERS: optionalText.pipe(priceTiers.optional()),
+  DOKKU_HOSTS: optionalText.pipe(
+    z
+      .string()
+      .transform((text) => text.split(",").map((s) => s.trim()).filter((s) => s !== ""))
+      .pipe(z.array(sshUrl).min(1))
+      .optional(),
+  ),
+  SSH_PRIVATE_KEY: optionalText,
+  SSH_PRIVATE_KEY_FILE: optionalText,
+  BASE_DOMAIN: z
+    .string()
+    .regex(/^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/, "expected a lowercase DNS domain such as mindroom.example.com")
+    .default(DEFAULTS.BASE_DOMAIN),
+  MASTER_KEY: optionalText.pipe(z.string().min(32, "expected at least 32 characters of secret material").optional()),
+  RESYNC_INTERVAL: duration("how often every instance is reconciled again").default(DEFAULTS.RESYNC_INTERVAL),
+  HEALTH_INTERVAL: duration("how often each instance is probed").default(DEFAULTS.HEALTH_INTERVAL),
+  GRACE_PERIOD: duration("how long past_due instances keep running").default(DEFAULTS.GRACE_PERIOD),
+  RETENTION_PERIOD: duration("how long canceled instances are kept before teardown").default(DEFAULTS.RETENTION_PERIOD),
+  MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
+  HOST_CONCURRENCY: integer(1, 64).default(DEFAULTS.HOST_CONCURRENCY),
+  BACKUP_STORE: optionalText.pipe(z.enum(["local", "supabase"], "expected local or supabase").optional()),
+  SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
+  SUPABASE_SERVICE_ROLE_KEY: optionalText,
+  SMTP_URL: optionalText,
+  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], "expected one of trace, debug, info, warn, error, fatal, silent").default(DEFAULTS.LOG_LEVEL),
+  ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
+  SANDBOX_DOKKU_VERSION: z.enum(["0.30", "0.34", "0.38"], "expected 0.30, 0.34 or 0.38").default(DEFAULTS.SANDBOX_DOKKU_VERSION),
+});
+
+type Raw = z.output<typeof schema>;
+
+export interface Config {
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly port: number;
+  readonly stripe: {
+    readonly webhookSecrets: readonly string[];
+    readonly apiKey: string | undefined;
+    readonly apiBase: string | undefined;
+    readonly priceTiers: Readonly<Record<string, (typeof TIERS)[number]>>;
+  };
+  readonly dokkuHosts: readonly string[] | undefined;
+  readonly sshPrivateKey: string | undefined;
+  readonly sshPrivateKeyFile: string | undefined;
+  readonly baseDomain: string;
+  readonly masterKey: string | undefined;
+  readonly resyncIntervalMs: number;
+  readonly healthIntervalMs: number;
+  readonly gracePeriodMs: number;
+  readonly retentionPeriodMs: number;
+  readonly maxConcurrentReconciles: number;
+  readonly hostConcurrency: number;
+  readonly backupStore: "local" | "supabase";
+  readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined };
+  readonly smtpUrl: string | undefined;
+  readonly logLevel: Raw["LOG_LEVEL"];
+  readonly allowOrphanDestroy: boolean;
+  readonly sandboxDokkuVersion: Raw["SANDBOX_DOKKU_VERSION"];
+}
+
+/** Parses the environment. Throws ConfigError naming the first invalid variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const result = schema.safeParse(env);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const variable = String(issue?.path[0] ?? "environment");
+    const value = env[variable];
+    const shown = value === undefined || SECRET_VARIABLES.has(variable) ? "" : ` (got ${JSON.stringify(value.slice(0, 80))})`;
+    throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
+  }
+  const raw = result.data;
+  checkCombinations(raw);
+  return Object.freeze(toConfig(raw));
+}
+
+function checkCombinations(raw: Raw): void {
+  if (raw.SSH_PRIVATE_KEY && raw.SSH_PRIVATE_KEY_FILE) {
+    throw new ConfigError("SSH_PRIVATE_KEY_FILE", "set either SSH_PRIVATE_KEY or SSH_PRIVATE_KEY_FILE, not both");
+  }
+  if (raw.BACKUP_STORE === "supabase" && (!raw.SUPABASE_URL || !raw.SUPABASE_SERVICE_ROLE_KEY)) {
+    throw new ConfigError("BACKUP_STORE", "supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY to be set");
+  }
+}
+
+function toConfig(raw: Raw): Config {
+  return {
+    databaseUrl: raw.DATABASE_URL,
+    dataDir: raw.DATA_DIR,
+    port: raw.PORT,
+    stripe: {
+      webhookSecrets: raw.STRIPE_WEBHOOK_SECRET ? raw.STRIPE_WEBHOOK_SECRET.split(",").map((s) => s.trim()) : [],
+      apiKey: raw.STRIPE_API_KEY,
+      apiBase: raw.STRIPE_API_BASE,
+      priceTiers: raw.STRIPE_PRICE_TIERS ?? {},
+    },
+    dokkuHosts: raw.DOKKU_HOSTS,
+    sshPrivateKey: raw.SSH_PRIVATE_KEY,
+    sshPrivateKeyFile: raw.SSH_PRIVATE_KEY_FILE,
+    baseDomain: raw.BASE_DOMAIN,
+    masterKey: raw.MASTER_KEY,
+    resyncIntervalMs: raw.RESYNC_INTERVAL,
+    healthIntervalMs: raw.HEALTH_INTERVAL,
+    gracePeriodMs: raw.GRACE_PERIOD,
+    retentionPeriodMs: raw.RETENTION_PERIOD,
+    maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,
+    hostConcurrency: raw.HOST_CONCURRENCY,
+    backupStore: raw.BACKUP_STORE ?? "local",
+    supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY },
+    smtpUrl: raw.SMTP_URL,
+    logLevel: raw.LOG_LEVEL,
+    allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",
+    sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * The daemon: the only place that wires concrete pieces together. Start-up order: database
+ * (embedded when no DATABASE_URL), migrations, seed of a brand-new embedded database, HTTP.
+ * Later pieces (controller, sources, prober) attach to the same lifecycle.
+ */
+import { hostname } from "node:os";
+
+import { collectDefaultMetrics, Registry } from "prom-client";
+
+import type { Config } from "./config.ts";
+import { baseRoutes, closeServer, createHttpServer, listen } from "./http.ts";
+import type { Logger } from "./logger.ts";
+import { type Database, openDatabase, seed } from "./state/db.ts";
+import { migrate, migrationStatus } from "./state/migrate.ts";
+import { registerPoolMetrics } from "./state/pool-metrics.ts";
+
+const POOL_MAX = 20;
+
+export interface Daemon {
+  readonly port: number;
+  readonly db: Database;
+  readonly registry: Registry;
+  /** Stops everything in reverse start order. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
+  const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
+  const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
+  const stops: (() => Promise<void>)[] = [() => db.close()];
+  try {
+    const result = await migrate(db.sql);
+    logger.info({ applied: result.applied, migration: result.current }, "database migrated");
+    if (db.created) {
+      await seed(db.sql);
+      logger.info("brand-new embedded database: demo seed loaded");
+    }
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    registerPoolMetrics(registry, db.sql, applicationName, POOL_MAX);
+    const routes = baseRoutes(registry, { notReadyReason: () => readiness(db) });
+    const server = createHttpServer(routes, (error) => logger.error({ err: error }, "request failed"));
+    const port = await listen(server, config.port);
+    stops.push(() => closeServer(server));
+    logger.info({ port }, `listening on http://127.0.0.1:${port} (/healthz, /readyz, /metrics)`);
+    return { port, db, registry, stop: once(() => runStops(stops, logger)) };
+  } catch (error) {
+    await runStops(stops, logger);
+    throw error;
+  }
+}
+
+async function readiness(db: Database): Promise<string | undefined> {
+  try {
+    const status = await migrationStatus(db.sql);
+    return status.pending > 0 ? `${status.pending} migrations pending` : undefined;
+  } catch (error) {
+    return `database unreachable: ${(error as Error).message}`;
+  }
+}
+
+async function runStops(stops: (() => Promise<void>)[], logger: Logger): Promise<void> {
+  for (const stop of stops.reverse()) {
+    await stop().catch((error: unknown) => logger.error({ err: error }, "error while stopping"));
+  }
+}
+
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => (done ??= fn());
+}

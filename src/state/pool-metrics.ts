@@ -1,0 +1,29 @@
+/**
+ * Database pool metrics, read at scrape time: connections of this process by state (from
+ * pg_stat_activity, matched by this process's application_name), the pool size, and reachability.
+ */
+import { Gauge, type Registry } from "prom-client";
+import type { Sql } from "postgres";
+
+export function registerPoolMetrics(registry: Registry, sql: Sql, applicationName: string, poolMax: number): void {
+  const up = new Gauge({ name: "mindroom_db_up", help: "1 when the database answered the last scrape", registers: [registry] });
+  new Gauge({ name: "mindroom_db_pool_max", help: "Maximum connections in this process's pool", registers: [registry] }).set(poolMax);
+  new Gauge({
+    name: "mindroom_db_connections",
+    help: "Connections of this process to the database, by state",
+    labelNames: ["state"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      try {
+        const rows = await sql<{ state: string | null; count: number }[]>`
+          select state, count(*)::int as count from pg_stat_activity
+          where application_name = ${applicationName} group by state`;
+        for (const row of rows) this.set({ state: row.state ?? "unknown" }, row.count);
+        up.set(1);
+      } catch {
+        up.set(0);
+      }
+    },
+  });
+}

@@ -1,0 +1,47 @@
+/**
+ * One Postgres for the whole test run: TEST_DATABASE_URL (or DATABASE_URL) when given, else an
+ * embedded Postgres in a temporary directory. A template database with every migration applied
+ * is built once; each test file clones its own database from it (test/helpers/db.ts).
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import type { TestProject } from "vitest/node";
+
+import { connect, withDatabaseName } from "../src/state/db.ts";
+import { openEmbeddedDatabase } from "../src/state/embedded.ts";
+import { migrate } from "../src/state/migrate.ts";
+
+export const TEMPLATE_DATABASE = "mindroom_test_template";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    pgAdminUrl: string;
+    pgTemplate: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // eslint-disable-next-line no-restricted-properties -- tests may target an external Postgres
+  const external = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  const dir = external ? undefined : await mkdtemp(join(tmpdir(), "mindroom-test-pg-"));
+  const server = dir ? await openEmbeddedDatabase(dir, () => {}) : undefined;
+  const adminUrl = external ?? server!.url;
+  const admin = connect(adminUrl, { max: 1 });
+  await admin.unsafe(`drop database if exists ${TEMPLATE_DATABASE} with (force)`);
+  await admin.unsafe(`create database ${TEMPLATE_DATABASE}`);
+  const template = connect(withDatabaseName(adminUrl, TEMPLATE_DATABASE), { max: 1 });
+  try {
+    await migrate(template);
+  } finally {
+    await template.end();
+    await admin.end();
+  }
+  project.provide("pgAdminUrl", adminUrl);
+  project.provide("pgTemplate", TEMPLATE_DATABASE);
+  return async () => {
+    await server?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  };
+}
