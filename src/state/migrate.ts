@@ -12,7 +12,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 
 import { TerminalError } from "../errors.ts";
 
@@ -79,7 +79,7 @@ export async function migrationStatus(sql: Sql, dir: string = MIGRATIONS_DIR): P
   return { pending: files.length - applied.length, current: applied.length };
 }
 
-async function ensureMigrationsTable(tx: Sql): Promise<void> {
+async function ensureMigrationsTable(tx: TransactionSql): Promise<void> {
   // RLS with no policy: invisible to anon and authenticated, like every table of this schema.
   await tx`
     create table if not exists public.schema_migrations (
