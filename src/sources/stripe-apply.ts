@@ -1,0 +1,101 @@
+/**
+ * Applying Stripe state to the billing tables, in the two modes of the inbox worker:
+ *
+ * - API mode (`STRIPE_API_KEY` set): an event is only a trigger. `fetchCustomerState` re-reads the
+ *   customer and every subscription of it (`status: 'all'`, prices expanded, all pages), and
+ *   `applyCustomerState` writes that snapshot. Duplicates, reordering, same-second events and
+ *   drops (healed by catch-up) cannot leave a wrong state, because the snapshot is the truth at
+ *   fetch time and fetches of one customer are serialised.
+ * - Payload mode (no key): `applyEventPayload` writes the object in the event, behind the ordering
+ *   guard of stripe-map.ts (`created` + terminal statuses + a lifecycle-rank tie-break). Best
+ *   effort: see `describeMode`.
+ */
+import type Stripe from "stripe";
+
+import { applySubscription, type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../state/billing.ts";
+import { type Db, type PendingEvent, wakeCustomer } from "../state/stripe-events.ts";
+import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./stripe-map.ts";
+
+/** The parts of the stripe-node client the controller uses (tests pass the real client, pointed at the fake). */
+export type StripeClient = Pick<Stripe, "customers" | "subscriptions" | "events">;
+
+export interface CustomerState {
+  readonly customer: CustomerSnapshot;
+  /** Raw subscription objects (mapped when applied, so an unknown price fails the apply). */
+  readonly subscriptions: readonly unknown[];
+  readonly fetchedAt: Date;
+}
+
+export function describeMode(apiKeyConfigured: boolean): string {
+  return apiKeyConfigured
+    ? "stripe: API mode: every event re-reads the customer and all its subscriptions from the Stripe API; " +
+        "catch-up lists /v1/events and sweeps all subscriptions daily"
+    : "stripe: payload mode (no STRIPE_API_KEY): events are applied from their payloads; ordering is best-effort " +
+        "(guarded by event `created`, terminal statuses never revert, same-second ties by lifecycle rank then " +
+        "arrival); missed webhooks are not recovered. Set STRIPE_API_KEY for exact convergence";
+}
+
+/** Re-reads one customer and all of its subscriptions (every page). */
+export async function fetchCustomerState(stripe: StripeClient, customerId: string, now: () => Date): Promise<CustomerState> {
+  const customer = mapCustomer(await stripe.customers.retrieve(customerId));
+  const subscriptions: unknown[] = [];
+  const list = stripe.subscriptions.list({ customer: customerId, status: "all", expand: ["data.items.data.price"], limit: 100 });
+  for await (const sub of list) subscriptions.push(sub);
+  return { customer, subscriptions, fetchedAt: now() };
+}
+
+export interface AppliedCustomer {
+  readonly accountId: string | null;
+  readonly subscriptions: number;
+  readonly changed: number;
+}
+
+/** Writes a fetched snapshot. Every subscription is mapped first: one unknown price fails the whole customer. */
+export async function applyCustomerState(sql: Db, state: CustomerState, priceTiers: PriceTierMap, source: BillingSource): Promise<AppliedCustomer> {
+  const snaps: SubscriptionSnapshot[] = state.subscriptions.map((s) => mapSubscription(s, priceTiers));
+  const { accountId } = await upsertAccountFromCustomer(sql, state.customer, source);
+  if (accountId === null) return { accountId, subscriptions: snaps.length, changed: 0 };
+  let changed = 0;
+  for (const snap of snaps) {
+    const applied = await applySubscription(sql, snap, { accountId, stateAt: state.fetchedAt, guard: false, source });
+    if (applied.result === "created" || applied.result === "updated") changed += 1;
+  }
+  return { accountId, subscriptions: snaps.length, changed };
+}
+
+/** What became of one event applied from its payload. */
+export type PayloadOutcome =
+  | { readonly kind: "applied"; readonly detail: string }
+  | { readonly kind: "skipped"; readonly detail: string }
+  | { readonly kind: "deferred"; readonly detail: string };
+
+/**
+ * Applies one event's own object. `invoice.*` and `checkout.session.completed` change nothing in
+ * this mode: a failed payment moves the subscription to `past_due` through the
+ * `customer.subscription.updated` Stripe sends with it, never through the invoice event alone.
+ */
+export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers: PriceTierMap): Promise<PayloadOutcome> {
+  const object = (event.payload as { data?: { object?: unknown } }).data?.object;
+  const source: BillingSource = { via: "webhook-payload", eventId: event.id };
+  switch (classifyEventType(event.type)) {
+    case "customer": {
+      const customer = mapCustomer(object);
+      const { change } = await upsertAccountFromCustomer(sql, customer, source);
+      await wakeCustomer(sql, customer.customerId);
+      return { kind: "applied", detail: `account ${change}` };
+    }
+    case "subscription": {
+      const snap = mapSubscription(object, priceTiers);
+      const accountId = await findAccountIdByCustomer(sql, snap.customerId);
+      if (accountId === null) return { kind: "deferred", detail: `customer ${snap.customerId} not known yet: waiting for its customer event` };
+      const applied = await applySubscription(sql, snap, { accountId, stateAt: event.created, guard: true, source });
+      return applied.result === "stale" || applied.result === "terminal"
+        ? { kind: "skipped", detail: `${applied.result}: older than the applied state` }
+        : { kind: "applied", detail: `subscription ${applied.result}` };
+    }
+    case "invoice":
+    case "checkout":
+    case "ignored":
+      return { kind: "skipped", detail: "no state in this payload without an API key" };
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * `POST /webhooks/stripe`: verify, store in the inbox, answer. Nothing else runs on the request
+ * path (the inbox worker, src/sources/stripe-inbox.ts, does the work later).
+ *
+ * Answers
+ * - 200 `{"received":true}` once the event is durably in `stripe_events`, also for a duplicate id
+ *   (`"duplicate":true`, nothing written) and for a type the controller ignores (stored `ignored`).
+ * - 400 `{"error":...}`: missing or invalid `Stripe-Signature` (checked against every configured
+ *   secret, default 300 s tolerance), or a verified body that is not an event. Nothing is written.
+ * - 413 past `maxBodyBytes` (default 1 MiB): reading stops, the connection is closed.
+ * - 500 only when the insert failed, so Stripe retries.
+ * Neither the secrets nor the signature header are ever logged.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+import Stripe from "stripe";
+
+import { coerceError } from "../errors.ts";
+import { type Db, insertStripeEvent } from "../state/stripe-events.ts";
+import { classifyEventType, eventTypeLabel, inboxKeys, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
+import type { StripeMetrics } from "./stripe-metrics.ts";
+
+/** The logger methods the Stripe source uses (pino's signature). */
+export interface StripeLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface StripeWebhookDeps {
+  readonly sql: Db;
+  /** Every currently valid endpoint secret (`whsec_...`), for rotation. At least one. */
+  readonly secrets: readonly string[];
+  readonly maxBodyBytes?: number;
+  readonly metrics: StripeMetrics;
+  readonly logger: StripeLogger;
+  readonly now?: () => Date;
+  /** Called after a new pending event is stored (e.g. `inbox.wake`), so the worker need not poll. */
+  readonly onStored?: () => void;
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+type Answer = { readonly code: number; readonly body: Record<string, unknown>; readonly close?: boolean };
+
+export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  const secrets = deps.secrets.map((s) => s.trim()).filter((s) => s.length > 0);
+  if (secrets.length === 0) throw new Error("createStripeWebhookHandler: at least one webhook secret is required");
+  const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const now = deps.now ?? (() => new Date());
+  return async (req, res) => {
+    const started = process.hrtime.bigint();
+    const answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now });
+    const payload = JSON.stringify(answer.body);
+    const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
+    if (answer.close) headers.connection = "close";
+    res.writeHead(answer.code, headers);
+    res.end(payload, () => {
+      if (answer.close) req.socket.destroy();
+    });
+    deps.metrics.webhookSeconds.observe({ code: String(answer.code) }, Number(process.hrtime.bigint() - started) / 1e9);
+  };
+}
+
+type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date };
+
+async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<Answer> {
+  const { metrics } = deps;
+  if (req.method !== "POST") return { code: 405, body: { error: "use POST" } };
+  const body = await readBody(req, deps.maxBodyBytes);
+  if (body === null) {
+    metrics.events.inc({ type: "unknown", result: "too_large" });
+    return { code: 413, body: { error: `body larger than ${deps.maxBodyBytes} bytes` }, close: true };
+  }
+  const header = req.headers["stripe-signature"];
+  if (typeof header !== "string" || header.length === 0) {
+    metrics.events.inc({ type: "unknown", result: "invalid_signature" });
+    return { code: 400, body: { error: "missing Stripe-Signature header" } };
+  }
+  const verified = verify(body, header, deps.secrets, deps.now());
+  if (!verified.ok) {
+    metrics.events.inc({ type: "unknown", result: verified.result });
+    deps.logger.warn({ reason: verified.error }, "stripe webhook rejected");
+    return { code: 400, body: { error: verified.error } };
+  }
+  return store(verified.event, body, deps);
+}
+
+type Verified = { ok: true; event: StripeEventEnvelope } | { ok: false; result: "invalid_signature" | "invalid_body"; error: string };
+
+/** Tries every secret; the body must then be a snapshot event envelope (zod). */
+function verify(body: Buffer, header: string, secrets: readonly string[], now: Date): Verified {
+  let reason = "no signature matches any configured secret";
+  for (const secret of secrets) {
+    let parsed: unknown;
+    try {
+      parsed = Stripe.webhooks.constructEvent(body, header, secret, undefined, undefined, now.getTime());
+    } catch (thrown) {
+      if (thrown instanceof Stripe.errors.StripeSignatureVerificationError) {
+        if (/tolerance/i.test(thrown.message)) reason = "signature timestamp outside the 300 s tolerance";
+        else if (/Unable to extract timestamp and signatures/i.test(thrown.message)) reason = "malformed Stripe-Signature header";
+        continue;
+      }
+      return { ok: false, result: "invalid_body", error: "body is not a JSON Stripe event" };
+    }
+    const event = stripeEventSchema.safeParse(parsed);
+    if (!event.success) return { ok: false, result: "invalid_body", error: `body is not a Stripe event: ${event.error.issues[0]?.message ?? "invalid"}` };
+    return { ok: true, event: event.data };
+  }
+  return { ok: false, result: "invalid_signature", error: `invalid signature: ${reason}` };
+}
+
+async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDeps): Promise<Answer> {
+  const type = eventTypeLabel(event.type);
+  const ignored = classifyEventType(event.type) === "ignored";
+  const keys = inboxKeys(event);
+  try {
+    const inserted = await insertStripeEvent(deps.sql, {
+      id: event.id,
+      type: event.type,
+      objectId: keys.objectId,
+      customerId: keys.customerId,
+      created: new Date(event.created * 1000),
+      apiVersion: event.api_version ?? null,
+      livemode: event.livemode ?? null,
+      payloadJson: body.toString("utf8"),
+      status: ignored ? "ignored" : "pending",
+    });
+    const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
+    deps.metrics.events.inc({ type, result });
+    if (inserted && !ignored) deps.onStored?.();
+    return { code: 200, body: inserted ? { received: true } : { received: true, duplicate: true } };
+  } catch (thrown) {
+    deps.metrics.events.inc({ type, result: "store_failed" });
+    deps.logger.error({ err: coerceError(thrown), eventId: event.id, type: event.type }, "stripe event not stored: answering 500 so Stripe retries");
+    return { code: 500, body: { error: "event not stored, retry later" } };
+  }
+}
+
+/** The raw body, or null once it exceeds `limit` (reading stops there). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (Number.isFinite(declared) && declared > limit) {
+    req.pause();
+    return Promise.resolve(null);
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off("data", onData);
+        req.pause();
+        resolve(null);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve(Buffer.concat(chunks)));
+    req.once("error", reject);
+  });
+}

@@ -1,0 +1,248 @@
+/**
+ * Billing repository: writes `accounts` and `subscriptions` from Stripe snapshots (mapped by the
+ * pure src/sources/stripe-map.ts). Only the controller writes these columns; triggers (0003) copy
+ * limits and features when the tier changes, maintain `past_due_since`, audit status changes as
+ * `subscription_status_changed` and `pg_notify('mindroom_reconcile', id)`.
+ *
+ * Every function takes the caller's `sql` (usually the inbox worker's transaction). Each actual
+ * change writes one `billing` audit row with the old → new values; a snapshot that changes nothing
+ * writes no audit row (only `stripe_synced_at`).
+ */
+import type { SubscriptionStatus, Tier } from "../reconciler/types.ts";
+import {
+  billingChanges,
+  type CustomerSnapshot,
+  type OrderingDecision,
+  orderingDecision,
+  type StoredBilling,
+  type SubscriptionSnapshot,
+} from "../sources/stripe-map.ts";
+import type { Db } from "./stripe-events.ts";
+
+/** Where a write came from, for the audit trail. */
+export interface BillingSource {
+  readonly via: "webhook-payload" | "stripe-api";
+  readonly eventId: string | null;
+}
+
+/** Placeholder for a Stripe customer without an email (`accounts.email` is required and unique). */
+export const placeholderEmail = (customerId: string): string => `${customerId.toLowerCase()}@stripe-customer.invalid`;
+
+async function audit(sql: Db, row: { accountId: string | null; instanceId?: string | null; action: string; details: Record<string, unknown> }): Promise<void> {
+  await sql`
+    insert into audit_logs (account_id, instance_id, action, action_category, details, actor)
+    values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::jsonb, 'stripe')`;
+}
+
+export async function findAccountIdByCustomer(sql: Db, customerId: string): Promise<string | null> {
+  const rows = await sql<{ id: string }[]>`select id from accounts where stripe_customer_id = ${customerId}`;
+  return rows[0]?.id ?? null;
+}
+
+export type AccountChange = "created" | "linked" | "updated" | "unchanged" | "deleted" | "unknown";
+
+type AccountRow = { id: string; email: string; full_name: string | null; company_name: string | null; stripe_customer_id: string | null };
+
+/**
+ * Upserts the account of a Stripe customer: by `stripe_customer_id`; else an account with the same
+ * email and no Stripe id is linked to it; else a new account. `customer.deleted` deletes nothing
+ * (the account, its subscriptions and instances stay; Stripe cancels the subscriptions itself and
+ * those events drive teardown): it is audited once. Stripe's name fields fill or replace local
+ * ones only when Stripe has a value. An email already used by another account is kept unchanged
+ * (logged in the audit row) rather than failing every later event of this customer.
+ * Throws when a new customer's email belongs to an account linked to a different customer.
+ */
+export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string | null; change: AccountChange }> {
+  const byCustomer = await sql<AccountRow[]>`
+    select id, email, full_name, company_name, stripe_customer_id from accounts where stripe_customer_id = ${c.customerId} for update`;
+  const existing = byCustomer[0];
+  if (existing !== undefined) return updateLinkedAccount(sql, existing, c, source);
+  if (c.deleted) return { accountId: null, change: "unknown" };
+  const email = c.email ?? placeholderEmail(c.customerId);
+  const byEmail = await sql<AccountRow[]>`
+    select id, email, full_name, company_name, stripe_customer_id from accounts where lower(email) = ${email} for update`;
+  const match = byEmail[0];
+  if (match !== undefined) {
+    if (match.stripe_customer_id !== null) {
+      throw new Error(`customer ${c.customerId}: email is used by account ${match.id}, already linked to customer ${match.stripe_customer_id}`);
+    }
+    await sql`
+      update accounts set stripe_customer_id = ${c.customerId},
+        full_name = coalesce(full_name, ${c.fullName}), company_name = coalesce(company_name, ${c.companyName})
+      where id = ${match.id}`;
+    await audit(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, ...sourceDetails(source) } });
+    return { accountId: match.id, change: "linked" };
+  }
+  const inserted = await sql<{ id: string }[]>`
+    insert into accounts (email, full_name, company_name, stripe_customer_id)
+    values (${email}, ${c.fullName}, ${c.companyName}, ${c.customerId}) returning id`;
+  const accountId = inserted[0]!.id;
+  await audit(sql, { accountId, action: "account.created", details: { stripe_customer_id: c.customerId, email, ...sourceDetails(source) } });
+  return { accountId, change: "created" };
+}
+
+async function updateLinkedAccount(sql: Db, row: AccountRow, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
+  if (c.deleted) {
+    const seen = await sql`select 1 from audit_logs where account_id = ${row.id} and action = 'customer.deleted' limit 1`;
+    if (seen.length === 0) {
+      await audit(sql, { accountId: row.id, action: "customer.deleted", details: { stripe_customer_id: c.customerId, kept: true, ...sourceDetails(source) } });
+    }
+    return { accountId: row.id, change: "deleted" };
+  }
+  let email = c.email && c.email !== row.email.toLowerCase() ? c.email : row.email;
+  const changes: Record<string, { old: string | null; new: string | null }> = {};
+  if (email !== row.email) {
+    const taken = await sql`select 1 from accounts where lower(email) = ${email} and id <> ${row.id}`;
+    if (taken.length > 0) {
+      changes.email_conflict = { old: row.email, new: email };
+      email = row.email;
+    } else {
+      changes.email = { old: row.email, new: email };
+    }
+  }
+  const fullName = c.fullName ?? row.full_name;
+  const companyName = c.companyName ?? row.company_name;
+  if (fullName !== row.full_name) changes.full_name = { old: row.full_name, new: fullName };
+  if (companyName !== row.company_name) changes.company_name = { old: row.company_name, new: companyName };
+  if (Object.keys(changes).length === 0) return { accountId: row.id, change: "unchanged" };
+  await sql`update accounts set email = ${email}, full_name = ${fullName}, company_name = ${companyName} where id = ${row.id}`;
+  await audit(sql, { accountId: row.id, action: "account.updated", details: { stripe_customer_id: c.customerId, changes, ...sourceDetails(source) } });
+  return { accountId: row.id, change: "updated" };
+}
+
+const sourceDetails = (source: BillingSource): Record<string, unknown> => ({ via: source.via, event_id: source.eventId });
+
+type SubscriptionRow = {
+  id: string;
+  account_id: string;
+  status: SubscriptionStatus;
+  tier: Tier;
+  stripe_price_id: string | null;
+  current_period_start: Date | null;
+  current_period_end: Date | null;
+  cancel_at_period_end: boolean;
+  canceled_at: Date | null;
+  trial_ends_at: Date | null;
+  stripe_state_at: Date | null;
+};
+
+export type SubscriptionApplyResult =
+  | { readonly result: "created" | "updated" | "unchanged"; readonly subscriptionId: string; readonly instanceRequested: string | null }
+  | { readonly result: Exclude<OrderingDecision, "apply">; readonly subscriptionId: string };
+
+export interface ApplySubscriptionOptions {
+  readonly accountId: string;
+  /** Payloads: the event's `created`; API snapshots: the time of the fetch. */
+  readonly stateAt: Date;
+  /** True for payloads (no API key): the ordering guard of stripe-map.ts decides. */
+  readonly guard: boolean;
+  readonly source: BillingSource;
+}
+
+/** Writes one subscription snapshot; then requests an instance when it is trialing/active and has none. */
+export async function applySubscription(sql: Db, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions): Promise<SubscriptionApplyResult> {
+  const rows = await sql<SubscriptionRow[]>`
+    select id, account_id, status, tier, stripe_price_id, current_period_start, current_period_end,
+           cancel_at_period_end, canceled_at, trial_ends_at, stripe_state_at
+    from subscriptions where stripe_subscription_id = ${snap.stripeSubscriptionId} for update`;
+  const row = rows[0];
+  if (row !== undefined && options.guard) {
+    const decision = orderingDecision({ status: row.status, stateAt: row.stripe_state_at }, { status: snap.status, stateAt: options.stateAt });
+    if (decision !== "apply") return { result: decision, subscriptionId: row.id };
+  }
+  const changes = billingChanges(row === undefined ? null : storedBilling(row), snap);
+  let subscriptionId: string;
+  let result: "created" | "updated" | "unchanged";
+  if (row === undefined) {
+    subscriptionId = await insertSubscription(sql, snap, options);
+    result = "created";
+  } else {
+    subscriptionId = row.id;
+    result = Object.keys(changes).length === 0 ? "unchanged" : "updated";
+    await updateSubscription(sql, row.id, snap, options, result === "updated");
+  }
+  if (result !== "unchanged") {
+    await audit(sql, {
+      accountId: options.accountId,
+      action: `subscription.${result}`,
+      details: {
+        subscription_id: subscriptionId,
+        stripe_subscription_id: snap.stripeSubscriptionId,
+        status: { old: row?.status ?? null, new: snap.status },
+        tier: { old: row?.tier ?? null, new: snap.tier },
+        changes,
+        ...sourceDetails(options.source),
+      },
+    });
+  }
+  const instanceRequested = await ensureInstance(sql, subscriptionId, snap.status, options);
+  return { result, subscriptionId, instanceRequested };
+}
+
+const storedBilling = (row: SubscriptionRow): StoredBilling => ({
+  status: row.status,
+  tier: row.tier,
+  priceId: row.stripe_price_id,
+  currentPeriodStart: row.current_period_start,
+  currentPeriodEnd: row.current_period_end,
+  cancelAtPeriodEnd: row.cancel_at_period_end,
+  canceledAt: row.canceled_at,
+  trialEndsAt: row.trial_ends_at,
+});
+
+async function insertSubscription(sql: Db, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions): Promise<string> {
+  const rows = await sql<{ id: string }[]>`
+    insert into subscriptions (account_id, stripe_subscription_id, stripe_price_id, tier, status,
+      trial_ends_at, current_period_start, current_period_end, cancel_at_period_end, canceled_at,
+      stripe_synced_at, stripe_state_at)
+    values (${options.accountId}, ${snap.stripeSubscriptionId}, ${snap.priceId}, ${snap.tier}, ${snap.status},
+      ${snap.trialEndsAt}, ${snap.currentPeriodStart}, ${snap.currentPeriodEnd}, ${snap.cancelAtPeriodEnd},
+      ${snap.canceledAt}, now(), ${options.stateAt})
+    returning id`;
+  return rows[0]!.id;
+}
+
+/** `stripe_state_at` only moves forward, so a snapshot never makes the guard accept older payloads. */
+async function updateSubscription(sql: Db, id: string, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions, changed: boolean): Promise<void> {
+  if (!changed) {
+    await sql`
+      update subscriptions set stripe_synced_at = now(),
+        stripe_state_at = greatest(coalesce(stripe_state_at, ${options.stateAt}), ${options.stateAt})
+      where id = ${id}`;
+    return;
+  }
+  await sql`
+    update subscriptions set
+      stripe_price_id = ${snap.priceId}, tier = ${snap.tier}, status = ${snap.status},
+      trial_ends_at = ${snap.trialEndsAt}, current_period_start = ${snap.currentPeriodStart},
+      current_period_end = ${snap.currentPeriodEnd}, cancel_at_period_end = ${snap.cancelAtPeriodEnd},
+      canceled_at = ${snap.canceledAt}, stripe_synced_at = now(),
+      stripe_state_at = greatest(coalesce(stripe_state_at, ${options.stateAt}), ${options.stateAt})
+    where id = ${id}`;
+}
+
+const PROVISIONING_STATUSES: readonly SubscriptionStatus[] = ["trialing", "active"];
+
+/** `provision_instance` for a trialing/active subscription with no live instance; returns the new id. */
+async function ensureInstance(sql: Db, subscriptionId: string, status: SubscriptionStatus, options: ApplySubscriptionOptions): Promise<string | null> {
+  if (!PROVISIONING_STATUSES.includes(status)) return null;
+  const live = await sql`select 1 from instances where subscription_id = ${subscriptionId} and status <> 'deprovisioned' limit 1`;
+  if (live.length > 0) return null;
+  const rows = await sql<{ id: string }[]>`select provision_instance(${subscriptionId}, '{}'::jsonb)::text as id`;
+  const instanceId = rows[0]?.id ?? null;
+  await audit(sql, {
+    accountId: options.accountId,
+    instanceId,
+    action: "instance.provision_requested",
+    details: { subscription_id: subscriptionId, status, ...sourceDetails(options.source) },
+  });
+  return instanceId;
+}
+
+/** The Stripe subscription ids of one customer that `subscriptions` holds. */
+export async function subscriptionIdsOfCustomer(sql: Db, customerId: string): Promise<string[]> {
+  const rows = await sql<{ stripe_subscription_id: string }[]>`
+    select s.stripe_subscription_id from subscriptions s join accounts a on a.id = s.account_id
+    where a.stripe_customer_id = ${customerId} and s.stripe_subscription_id is not null`;
+  return rows.map((r) => r.stripe_subscription_id);
+}

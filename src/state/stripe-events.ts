@@ -1,0 +1,167 @@
+/**
+ * The Stripe webhook inbox (`stripe_events`). The event id is the key: every insert is
+ * `ON CONFLICT DO NOTHING`, so a duplicate delivery or a catch-up overlap changes nothing.
+ *
+ * Status transitions (owned by the inbox worker, src/sources/stripe-inbox.ts):
+ *   pending ──processed──► processed
+ *   pending ──deferred───► pending (next_attempt_at later, attempts unchanged: waiting for its customer)
+ *   pending ──failed─────► pending (attempts+1, next_attempt_at = backoff)  or  dead (after N attempts)
+ *   (insert of a type the controller does not handle) ► ignored
+ */
+import type { Sql, TransactionSql } from "postgres";
+
+export type Db = Sql | TransactionSql;
+
+export type StripeEventStatus = "pending" | "processed" | "failed" | "dead" | "ignored";
+
+export interface NewStripeEvent {
+  readonly id: string;
+  readonly type: string;
+  readonly objectId: string | null;
+  readonly customerId: string | null;
+  /** The event's own `created` (seconds precision). */
+  readonly created: Date;
+  readonly apiVersion: string | null;
+  readonly livemode: boolean | null;
+  /** The event JSON exactly as received (stored as jsonb). */
+  readonly payloadJson: string;
+  readonly status: "pending" | "ignored";
+}
+
+/** Inserts one event; true when it is new, false for a duplicate id. */
+export async function insertStripeEvent(sql: Db, event: NewStripeEvent): Promise<boolean> {
+  const rows = await sql<{ id: string }[]>`
+    insert into stripe_events (id, type, api_version, livemode, object_id, customer_id, created, payload, status, processed_at)
+    values (${event.id}, ${event.type}, ${event.apiVersion}, ${event.livemode}, ${event.objectId}, ${event.customerId}, ${event.created},
+            ${event.payloadJson}::jsonb, ${event.status}, ${event.status === "ignored" ? sql`now()` : null})
+    on conflict (id) do nothing
+    returning id`;
+  return rows.length === 1;
+}
+
+export interface PendingEvent {
+  readonly id: string;
+  readonly type: string;
+  readonly objectId: string | null;
+  readonly customerId: string | null;
+  readonly created: Date;
+  readonly receivedAt: Date;
+  readonly attempts: number;
+  readonly payload: unknown;
+}
+
+/**
+ * Customers with due pending events, the customer of the oldest event first (arrival order).
+ * Events without a customer are returned under the key "" (processed one by one).
+ */
+export async function dueCustomers(sql: Db, now: Date, limit: number): Promise<string[]> {
+  const rows = await sql<{ customer: string }[]>`
+    select coalesce(customer_id, '') as customer
+    from stripe_events
+    where status = 'pending' and next_attempt_at <= ${now}
+    group by coalesce(customer_id, '')
+    order by min(received_at)
+    limit ${limit}`;
+  return rows.map((r) => r.customer);
+}
+
+/** Locks and returns one customer's due pending events in arrival order (skips rows locked elsewhere). */
+export async function lockDueEvents(sql: TransactionSql, customer: string, now: Date, limit: number): Promise<PendingEvent[]> {
+  const rows = await sql<
+    { id: string; type: string; object_id: string | null; customer_id: string | null; created: Date; received_at: Date; attempts: number; payload: unknown }[]
+  >`
+    select id, type, object_id, customer_id, created, received_at, attempts, payload
+    from stripe_events
+    where status = 'pending' and coalesce(customer_id, '') = ${customer}
+      and next_attempt_at <= ${now}
+    order by received_at, id
+    limit ${limit}
+    for update skip locked`;
+  return rows.map((r) => ({
+    id: r.id,
+    type: r.type,
+    objectId: r.object_id,
+    customerId: r.customer_id,
+    created: r.created,
+    receivedAt: r.received_at,
+    attempts: r.attempts,
+    payload: r.payload,
+  }));
+}
+
+export async function markProcessed(sql: Db, ids: readonly string[], status: "processed" | "ignored" = "processed"): Promise<void> {
+  if (ids.length === 0) return;
+  await sql`
+    update stripe_events
+    set status = ${status}, processed_at = now(), last_error = null
+    where id in ${sql(ids)}`;
+}
+
+/** Records a failed attempt: back to pending at `nextAttemptAt`, or `dead` when `dead` is true. */
+export async function markFailed(sql: Db, id: string, error: string, nextAttemptAt: Date | null, dead: boolean): Promise<void> {
+  await sql`
+    update stripe_events
+    set attempts = attempts + 1, last_error = ${error.slice(0, 2000)},
+        status = ${dead ? "dead" : "pending"}, next_attempt_at = ${nextAttemptAt ?? sql`now()`},
+        processed_at = ${dead ? sql`now()` : null}
+    where id = ${id}`;
+}
+
+/** Parks an event until `until` without counting an attempt (it waits for its customer). */
+export async function deferEvent(sql: Db, id: string, reason: string, until: Date): Promise<void> {
+  await sql`update stripe_events set last_error = ${reason}, next_attempt_at = ${until} where id = ${id}`;
+}
+
+/** Makes a customer's parked events due now (its `customer.*` event has just been applied). */
+export async function wakeCustomer(sql: Db, customerId: string): Promise<void> {
+  await sql`
+    update stripe_events set next_attempt_at = now()
+    where status = 'pending' and customer_id = ${customerId} and next_attempt_at > now()`;
+}
+
+/** The newest `created` in the inbox: the catch-up cursor (null when the inbox is empty). */
+export async function newestEventCreated(sql: Db): Promise<Date | null> {
+  const rows = await sql<{ newest: Date | null }[]>`select max(created) as newest from stripe_events`;
+  return rows[0]?.newest ?? null;
+}
+
+export interface DeadEvent {
+  readonly id: string;
+  readonly type: string;
+  readonly customerId: string | null;
+  readonly attempts: number;
+  readonly lastError: string | null;
+  readonly receivedAt: Date;
+}
+
+export interface InboxSummary {
+  readonly counts: Readonly<Record<StripeEventStatus, number>>;
+  /** `received_at` of the oldest pending event, or null. */
+  readonly oldestPendingAt: Date | null;
+  /** The 20 most recent dead events, for `status` and `doctor`. */
+  readonly dead: readonly DeadEvent[];
+}
+
+/** One-query-per-part summary for the `status` command and the inbox gauges. */
+export async function inboxSummary(sql: Db): Promise<InboxSummary> {
+  const countRows = await sql<{ status: StripeEventStatus; n: number; oldest: Date | null }[]>`
+    select status, count(*)::int as n, min(received_at) as oldest from stripe_events group by status`;
+  const counts: Record<StripeEventStatus, number> = { pending: 0, processed: 0, failed: 0, dead: 0, ignored: 0 };
+  let oldestPendingAt: Date | null = null;
+  for (const row of countRows) {
+    counts[row.status] = row.n;
+    if (row.status === "pending") oldestPendingAt = row.oldest;
+  }
+  const deadRows = await sql<{ id: string; type: string; customer_id: string | null; attempts: number; last_error: string | null; received_at: Date }[]>`
+    select id, type, customer_id, attempts, last_error, received_at
+    from stripe_events where status = 'dead' order by received_at desc limit 20`;
+  const dead = deadRows.map((r) => ({
+    id: r.id,
+    type: r.type,
+    customerId: r.customer_id,
+    attempts: r.attempts,
+    lastError: r.last_error,
+    receivedAt: r.received_at,
+  }));
+  return { counts, oldestPendingAt, dead };
+}
