@@ -12,6 +12,7 @@
  */
 import pLimit, { type LimitFunction } from "p-limit";
 import type { Registry } from "prom-client";
+import { utils } from "ssh2";
 
 import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.ts";
 import type { Action, Driver, HostRef, ObservedApp, ObservedHost } from "../../reconciler/types.ts";
@@ -323,6 +324,10 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 }
 
 export function createDokkuDriver(options: DokkuDriverOptions): DokkuDriver {
+  // Fail at wiring time, not on the first command: ssh2 reads OpenSSH and PEM (not PKCS#8 ed25519).
+  if (utils.parseKey(options.privateKey) instanceof Error) {
+    throw new Error("createDokkuDriver: privateKey cannot be parsed (use an OpenSSH-format private key without passphrase)");
+  }
   const logger = options.logger ?? NOOP_LOGGER;
   const connections = positive("connectionsPerHost", options.connectionsPerHost, 2);
   const defaultTimeoutMs = positive("commandTimeoutMs", options.commandTimeoutMs, 120_000);
