@@ -5,7 +5,7 @@
  */
 import type { AddressInfo } from "node:net";
 
-import { type ServerChannel, Server, utils } from "ssh2";
+import { Server, type ServerChannel, utils } from "ssh2";
 
 export interface ExecChannel {
   readonly command: string;
