@@ -1,0 +1,165 @@
+/**
+ * The SSH side: user `dokku`, public-key auth only (signatures verified), no pty, subsystems and
+ * shells answered like the forced command would, and every exec run through `execute` with the
+ * fault knobs applied. Sockets come from our own TCP server so a "host that stops answering"
+ * can hold them before any SSH byte is sent.
+ */
+import { createServer, type Server as NetServer, type Socket } from "node:net";
+import type { Readable } from "node:stream";
+
+import type { AuthContext, Connection, ServerChannel } from "ssh2";
+import ssh2 from "ssh2";
+
+import type { Host } from "./context.ts";
+import { execute } from "./dispatch.ts";
+import type { Faults } from "./faults.ts";
+import type { Sink } from "./io.ts";
+import { resolveCommand } from "./split.ts";
+
+type ParsedKey = ReturnType<typeof ssh2.utils.parseKey>;
+
+export interface CommandRecord {
+  argv: string[];
+  /** null when the client got no exit status (dropped). */
+  exitCode: number | null;
+}
+
+export interface SshOptions {
+  host: Host;
+  version: string;
+  hostKeyPem: string;
+  /** Parsed authorized keys; undefined accepts any correctly signed key. */
+  authorized: ParsedKey[] | undefined;
+  faults: Faults;
+  record(r: CommandRecord): void;
+}
+
+function singleKey(k: ParsedKey): Exclude<ParsedKey, Error | unknown[]> | undefined {
+  if (k instanceof Error) return undefined;
+  return Array.isArray(k) ? (k[0] as Exclude<ParsedKey, Error | unknown[]>) : (k as Exclude<ParsedKey, Error | unknown[]>);
+}
+
+function authenticate(ctx: AuthContext, authorized: ParsedKey[] | undefined): void {
+  if (ctx.username !== "dokku" || ctx.method !== "publickey") return ctx.reject(["publickey"]);
+  const offered = singleKey(ssh2.utils.parseKey(ctx.key.data));
+  if (offered === undefined) return ctx.reject(["publickey"]);
+  const allowed =
+    authorized === undefined
+      ? offered
+      : authorized.map(singleKey).find((k) => k !== undefined && k.type === ctx.key.algo && k.getPublicSSH().equals(ctx.key.data));
+  if (allowed === undefined) return ctx.reject(["publickey"]);
+  // Without a signature this is the "would you accept this key" probe.
+  if (ctx.signature === undefined) return ctx.accept();
+  if (allowed.verify(ctx.blob as Buffer, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(["publickey"]);
+  ctx.accept();
+}
+
+function channelSink(ch: ServerChannel): Sink {
+  const alive = (): boolean => !ch.destroyed && ch.writable;
+  return {
+    stdout: (c) => void (alive() && ch.write(c)),
+    stderr: (c) => void (alive() && ch.stderr.write(c)),
+  };
+}
+
+const NULL_SINK: Sink = { stdout: () => undefined, stderr: () => undefined };
+
+export class SshFrontend {
+  private readonly ssh: ssh2.Server;
+  private readonly tcp: NetServer;
+  private readonly held = new Set<Socket>();
+  private readonly sockets = new Set<Socket>();
+  private readonly conns = new Set<Connection>();
+
+  constructor(private readonly o: SshOptions) {
+    this.ssh = new ssh2.Server({ hostKeys: [o.hostKeyPem], ident: "OpenSSH_9.6p1 Ubuntu-3ubuntu13" }, (c) => this.onClient(c));
+    this.tcp = createServer((s) => this.onSocket(s));
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.tcp.once("error", reject);
+      this.tcp.listen(port, host, () => {
+        const addr = this.tcp.address();
+        resolve(typeof addr === "object" && addr !== null ? addr.port : port);
+      });
+    });
+  }
+
+  private onSocket(s: Socket): void {
+    this.sockets.add(s);
+    s.on("close", () => {
+      this.sockets.delete(s);
+      this.held.delete(s);
+    });
+    s.on("error", () => undefined);
+    if (!this.o.faults.unresponsive) return this.ssh.injectSocket(s);
+    // Accept TCP, say nothing: the client's handshake times out. Released when cleared.
+    this.held.add(s);
+    void this.o.faults.waitResponsive().then(() => {
+      if (this.held.delete(s) && !s.destroyed) this.ssh.injectSocket(s);
+    });
+  }
+
+  private onClient(client: Connection): void {
+    this.conns.add(client);
+    client.on("close", () => this.conns.delete(client));
+    client.on("error", () => undefined);
+    client.on("authentication", (ctx) => authenticate(ctx, this.o.authorized));
+    client.on("ready", () => {
+      client.on("session", (accept) => {
+        const session = accept();
+        session.on("pty", (_a, reject) => reject?.());
+        session.on("env", (accept) => accept?.());
+        session.on("exec", (acc, _rej, info) => this.onExec(client, acc(), info.command));
+        session.on("shell", (acc) => this.onExec(client, acc(), ""));
+        // sshd runs the forced command for subsystems too: `dokku /usr/lib/openssh/sftp-server`.
+        session.on("subsystem", (acc, _rej, info) => this.onExec(client, acc(), `/usr/lib/openssh/${info.name}-server`));
+      });
+    });
+  }
+
+  private async onExec(client: Connection, ch: ServerChannel, raw: string): Promise<void> {
+    ch.on("error", () => undefined);
+    const { faults } = this.o;
+    await faults.waitResponsive();
+    const argv = resolveCommand(raw, this.o.version).argv;
+    const finish = (exitCode: number | null, drop?: "channel" | "connection"): void => {
+      this.o.record({ argv, exitCode });
+      if (drop === "connection") return void client.end();
+      if (drop === "channel") return void ch.close();
+      if (ch.destroyed) return;
+      ch.exit(exitCode ?? 1);
+      ch.end();
+    };
+    const failure = faults.rollFailure(argv);
+    if (failure === "drop") return finish(null, "channel");
+    if (failure === "lock") {
+      const app = argv[1] ?? "app";
+      ch.stderr.write(` !     ${app} currently has a deploy lock in place. Exiting...\n !     Run 'apps:unlock' to release the existing deploy lock\n`);
+      return finish(1);
+    }
+    const drop = faults.takeDrop(argv);
+    if (drop !== undefined && drop.applyEffect !== true) {
+      await faults.applyLatency(argv[0] ?? "");
+      return finish(null, drop.scope ?? "channel");
+    }
+    const sink = drop === undefined ? channelSink(ch) : NULL_SINK;
+    const result = await execute({
+      host: this.o.host,
+      version: this.o.version,
+      raw,
+      sink,
+      stdin: ch as Readable,
+      work: (a) => faults.applyLatency(a[0] ?? ""),
+    });
+    if (drop !== undefined) return finish(null, drop.scope ?? "channel");
+    finish(result.exitCode);
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.end();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.tcp.close(() => r()));
+  }
+}
