@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 
-import { afterEach, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 
 import { fingerprint, keyBlobOf } from "../../src/drivers/dokku/hostkey.ts";
 import { type PoolOptions, SshError, SshPool } from "../../src/drivers/dokku/ssh.ts";
@@ -116,12 +116,14 @@ describe("SshPool over real SSH", () => {
 
   test("a slow command times out; an unresponsive host times out as down", async () => {
     const s = await server((exec) => (exec.command === "slow" ? setTimeout(() => echo(exec), 3000) : echo(exec)));
-    const p = pool(s);
+    const states: boolean[] = [];
+    const p = pool(s, { onHostState: (up) => void states.push(up) });
     await p.run(["version"]); // connected: the timeout below is the command's, not the handshake's
     const slow = await caught(p.run(["slow"], { timeoutMs: 200 }));
     expect(slow).toBeInstanceOf(SshError);
     expect((slow as SshError).reason).toBe("Timeout");
     expect((slow as SshError).hostDown).toBe(false);
+    await vi.waitFor(() => expect(states).toEqual([true]), { timeout: 10_000 }); // the probe found the host alive
     s.unresponsive = true;
     const down = await caught(p.run(["version"], { timeoutMs: 300 }));
     expect((down as SshError).reason).toBe("Timeout");

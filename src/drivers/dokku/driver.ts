@@ -331,6 +331,7 @@ export function createDokkuDriver(options: DokkuDriverOptions): DokkuDriver {
   const logger = options.logger ?? NOOP_LOGGER;
   const connections = positive("connectionsPerHost", options.connectionsPerHost, 2);
   const defaultTimeoutMs = positive("commandTimeoutMs", options.commandTimeoutMs, 120_000);
+  const metrics = createDriverMetrics(options.registry);
   const runnerFor = (host: HostRef): CommandRunner =>
     new SshPool({
       host,
@@ -341,6 +342,7 @@ export function createDokkuDriver(options: DokkuDriverOptions): DokkuDriver {
       defaultTimeoutMs,
       keepaliveIntervalMs: options.keepaliveIntervalMs ?? 10_000,
       readyTimeoutMs: Math.min(20_000, defaultTimeoutMs),
+      onHostState: (up) => metrics.hostUp.set({ host: host.name }, up ? 1 : 0),
       ...(options.onHostKeyLearned && { onHostKeyLearned: options.onHostKeyLearned }),
     });
   return createDokkuDriverWith({ runnerFor }, options);

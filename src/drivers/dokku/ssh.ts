@@ -66,6 +66,8 @@ export interface PoolOptions {
   readonly defaultTimeoutMs: number;
   readonly keepaliveIntervalMs: number;
   readonly readyTimeoutMs: number;
+  /** Told whether the host answers: after a liveness probe that follows a stalled command. */
+  readonly onHostState?: (up: boolean) => void;
   /** Called once per learned key (trust on first use); the connection waits for it. */
   readonly onHostKeyLearned?: (hostId: string, hostKey: string) => Promise<void> | void;
 }
@@ -104,6 +106,7 @@ export class SshPool implements CommandRunner {
   private learnedKey: string | null = null;
   private learning: Promise<void> | null = null;
   private closed = false;
+  private probing = false;
   /** The most channels ever open at once on one connection (for tests and benchmarks). */
   peakChannels = 0;
   /** Connections opened over the pool's life. */
@@ -265,6 +268,7 @@ export class SshPool implements CommandRunner {
           connection.client.destroy();
         } else {
           channel?.close();
+          if (reason instanceof SshError && reason.reason === "Timeout") this.probe();
         }
         settle(() => reject(reason));
       };
@@ -302,6 +306,28 @@ export class SshPool implements CommandRunner {
       done({ exitCode, stdout: Buffer.concat(out).toString("utf8"), stderr });
     });
     stream.end();
+  }
+
+  /**
+   * A command stalled on an open channel: slow command or a host that stopped answering? A fresh
+   * handshake tells. If it fails, the pooled connections are stale: drop them so the next
+   * command reconnects (with backoff).
+   */
+  private probe(): void {
+    if (this.probing || this.closed) return;
+    this.probing = true;
+    const client = new Client();
+    const finish = (up: boolean): void => {
+      if (!this.probing) return;
+      this.probing = false;
+      client.destroy();
+      this.options.onHostState?.(up);
+      if (!up) for (const connection of [...this.connections]) connection.client.destroy();
+    };
+    client.once("ready", () => finish(true));
+    client.on("error", () => finish(false));
+    client.on("close", () => finish(false));
+    client.connect({ ...this.connectConfig(() => undefined), readyTimeout: Math.min(this.options.readyTimeoutMs, 5_000) });
   }
 
   private timeoutError(argv: readonly string[], timeoutMs: number, hostDown: boolean): SshError {
