@@ -51,7 +51,13 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   const now = deps.now ?? (() => new Date());
   return async (req, res) => {
     const started = process.hrtime.bigint();
-    const answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now });
+    let answer: Answer;
+    try {
+      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now });
+    } catch {
+      answer = { code: 400, body: { error: "request body could not be read" }, close: true };
+    }
+    if (res.destroyed) return;
     const payload = JSON.stringify(answer.body);
     const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
     if (answer.close) headers.connection = "close";
