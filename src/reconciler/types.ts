@@ -15,6 +15,8 @@
  * - drift: observed differs from desired for a reason other than a pending change.
  */
 
+import type { InstanceState, SubscriptionState } from "./desired.ts";
+
 /** Provisioning order: the homeserver first, the backend that talks to it, then the frontend. */
 export const COMPONENTS = ["matrix", "backend", "frontend"] as const;
 export type Component = (typeof COMPONENTS)[number];
@@ -185,4 +187,128 @@ export interface Driver {
   backup(host: HostRef, action: Extract<Action, { kind: "backup" }>, sink: NodeJS.WritableStream, signal?: AbortSignal): Promise<void>;
   /** Closes every connection. Idempotent. */
   close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repositories the reconciler needs. Implemented in src/state/ over Postgres; every write that
+// records an external action carries the leader's epoch and is refused when the epoch is stale.
+
+export type InstanceStatus =
+  | "pending"
+  | "provisioning"
+  | "running"
+  | "stopping"
+  | "stopped"
+  | "deprovisioning"
+  | "deprovisioned"
+  | "failed"
+  | "error";
+
+export type HealthStatus = "unknown" | "healthy" | "degraded" | "critical" | "unreachable";
+
+export interface Condition {
+  readonly type: "Ready" | "Synced" | "Healthy" | "BackedUp";
+  readonly status: "True" | "False" | "Unknown";
+  readonly reason: string;
+  readonly message: string;
+  readonly lastTransitionTime: string;
+  readonly observedGeneration: number;
+}
+
+/** Everything one pass reads about one subscription, in one consistent read. */
+export interface ReconcileSubject {
+  readonly subscription: SubscriptionState;
+  readonly tier: Tier;
+  /** The live instance (status <> deprovisioned), or null when there is none. */
+  readonly instance: InstanceRecord | null;
+  readonly host: HostRef | null;
+  /** Instances this subscription ever had, deprovisioned ones included (0: never provisioned). */
+  readonly instanceCount: number;
+}
+
+export interface InstanceRecord extends InstanceState {
+  readonly accountId: string;
+  readonly status: InstanceStatus;
+  readonly observedGeneration: number;
+  readonly conditions: readonly Condition[];
+  readonly healthStatus: HealthStatus;
+  readonly hostId: string | null;
+}
+
+export interface StatusUpdate {
+  readonly status: InstanceStatus;
+  readonly conditions: readonly Condition[];
+  /** Set when the pass converged on this generation; otherwise the old value stays. */
+  readonly observedGeneration: number | null;
+  readonly lastError: string | null;
+  readonly urls: { readonly frontend: string; readonly backend: string; readonly matrix: string } | null;
+}
+
+/** Reads and status writes of instances. Idempotent; safe from many workers (one key each). */
+export interface InstanceStore {
+  load(subscriptionId: string): Promise<ReconcileSubject | undefined>;
+  /** Inserts the desired instance of a subscription that has none (`provision_instance`). */
+  provision(subscriptionId: string): Promise<void>;
+  /** Places an unplaced instance on the enabled host with most free capacity; stays there. */
+  place(instanceId: string, region: string | null): Promise<HostRef | undefined>;
+  /** Writes status and audits a status transition (`previous` differs from `update.status`). */
+  writeStatus(instanceId: string, previous: InstanceStatus, update: StatusUpdate): Promise<void>;
+  /** Every subscription id that may need reconciling (for the periodic resync). */
+  listKeys(): Promise<string[]>;
+}
+
+/** The intent journal (`instance_operations`). */
+export interface Journal {
+  /** Records intent before the action runs; refused (throws) when `epoch` is stale. */
+  begin(entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
+  finish(id: number, outcome: "succeeded" | "failed" | "unknown", error: string | null, epoch: number): Promise<void>;
+  /** Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many. */
+  recoverPending(instanceId: string, epoch: number): Promise<number>;
+}
+
+export interface BackupRecord {
+  readonly id: string;
+  readonly component: Component;
+}
+
+/** Backup bookkeeping (`instance_backups`) and the bytes' destination. */
+export interface Backups {
+  begin(instanceId: string, component: Component, type: "pre_deprovision" | "manual" | "automatic"): Promise<BackupRecord>;
+  /** Opens a sink for the tar.gz bytes; `commit` records location, size and sha256. */
+  open(instanceId: string, record: BackupRecord): Promise<BackupSink>;
+  fail(record: BackupRecord, error: string): Promise<void>;
+  /** Components with a completed pre_deprovision backup newer than `since`. */
+  completedTeardownBackups(instanceId: string, since: Date | null): Promise<ReadonlySet<Component>>;
+}
+
+export interface BackupSink {
+  readonly stream: NodeJS.WritableStream;
+  commit(): Promise<{ location: string; sizeBytes: number; sha256: string }>;
+  abort(): Promise<void>;
+}
+
+/** The leader lease after one acquire-or-renew attempt (database clock). */
+export interface LeaseState {
+  /** True when the caller holds the lease now (acquired or renewed by this attempt). */
+  readonly leader: boolean;
+  /** The lease epoch: bumped on every change of term, it fences a stale leader's journal writes. */
+  readonly epoch: number;
+  /** Current holder, or null when nobody ever held the lease. */
+  readonly holder: string | null;
+  readonly expiresAt: Date;
+}
+
+/**
+ * The leader lease row (`controller_leases`). Implemented by src/state/lease.ts; used by the
+ * LeaderElector. Both calls are single atomic statements timed by the database clock, so replicas
+ * with skewed clocks still agree; each blocks for one round-trip and may be called concurrently.
+ */
+export interface LeaseStore {
+  /**
+   * Takes the lease if it is missing or expired (epoch + 1), renews it if the caller holds it
+   * (same epoch, expiry pushed to now + ttl), otherwise reports the holder. Idempotent per period.
+   */
+  acquireOrRenew(lease: { readonly name: string; readonly holder: string; readonly ttlMs: number }): Promise<LeaseState>;
+  /** Expires the lease now if the caller holds it (true), so another replica takes over at once. */
+  release(lease: { readonly name: string; readonly holder: string }): Promise<boolean>;
 }
