@@ -58,3 +58,35 @@ export const SQLSTATE = {
   lockNotAvailable: "55P03",
   staleLeader: "MR001",
 } as const;
+
+export interface Customer {
+  readonly accountId: string;
+  readonly subscriptionId: string;
+}
+
+/** A new signed-up user (auth.users → accounts by trigger) with one subscription. */
+export async function createCustomer(
+  sql: Sql,
+  options: { tier?: "free" | "starter" | "professional" | "enterprise"; status?: string } = {},
+): Promise<Customer> {
+  const [user] = await sql<{ id: string }[]>`
+    insert into auth.users (email) values (${`u-${crypto.randomUUID()}@example.com`}) returning id`;
+  const accountId = user!.id;
+  const [sub] = await sql<{ id: string }[]>`
+    insert into subscriptions (account_id, tier, status)
+    values (${accountId}, ${options.tier ?? "free"}, ${options.status ?? "active"}) returning id`;
+  return { accountId, subscriptionId: sub!.id };
+}
+
+/** A customer with a live instance inserted directly (status as given, default running). */
+export async function createInstance(
+  sql: Sql,
+  options: { tier?: "free" | "starter" | "professional" | "enterprise"; status?: string } = {},
+): Promise<Customer & { instanceId: string }> {
+  const customer = await createCustomer(sql, { tier: options.tier ?? "free" });
+  const subdomain = `t${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const [instance] = await sql<{ id: string }[]>`
+    insert into instances (subscription_id, subdomain, status)
+    values (${customer.subscriptionId}, ${subdomain}, ${options.status ?? "running"}) returning id`;
+  return { ...customer, instanceId: instance!.id };
+}
