@@ -79,7 +79,9 @@ export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers
   const source: BillingSource = { via: "webhook-payload", eventId: event.id };
   switch (classifyEventType(event.type)) {
     case "customer": {
-      const customer = mapCustomer(object);
+      // `customer.deleted` carries the customer as it was (no `deleted` flag in the object).
+      const mapped = mapCustomer(object);
+      const customer = { ...mapped, deleted: mapped.deleted || event.type === "customer.deleted" };
       const { change } = await upsertAccountFromCustomer(sql, customer, source);
       await wakeCustomer(sql, customer.customerId);
       return { kind: "applied", detail: `account ${change}` };

@@ -31,7 +31,7 @@ export const placeholderEmail = (customerId: string): string => `${customerId.to
 async function audit(sql: Db, row: { accountId: string | null; instanceId?: string | null; action: string; details: Record<string, unknown> }): Promise<void> {
   await sql`
     insert into audit_logs (account_id, instance_id, action, action_category, details, actor)
-    values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::jsonb, 'stripe')`;
+    values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::text::jsonb, 'stripe')`;
 }
 
 export async function findAccountIdByCustomer(sql: Db, customerId: string): Promise<string | null> {

@@ -28,12 +28,15 @@ export interface NewStripeEvent {
   readonly status: "pending" | "ignored";
 }
 
-/** Inserts one event; true when it is new, false for a duplicate id. */
+/**
+ * Inserts one event; true when it is new, false for a duplicate id. The payload goes in as text
+ * (`::text::jsonb`): a string parameter typed jsonb would be stored as a JSON string scalar.
+ */
 export async function insertStripeEvent(sql: Db, event: NewStripeEvent): Promise<boolean> {
   const rows = await sql<{ id: string }[]>`
     insert into stripe_events (id, type, api_version, livemode, object_id, customer_id, created, payload, status, processed_at)
     values (${event.id}, ${event.type}, ${event.apiVersion}, ${event.livemode}, ${event.objectId}, ${event.customerId}, ${event.created},
-            ${event.payloadJson}::jsonb, ${event.status}, ${event.status === "ignored" ? sql`now()` : null})
+            ${event.payloadJson}::text::jsonb, ${event.status}, ${event.status === "ignored" ? sql`now()` : null})
     on conflict (id) do nothing
     returning id`;
   return rows.length === 1;

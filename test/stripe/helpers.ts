@@ -6,7 +6,9 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
 import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe.ts";
+import { classifyEventType, inboxKeys, stripeEventSchema } from "../../src/sources/stripe-map.ts";
 import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe-metrics.ts";
+import { insertStripeEvent } from "../../src/state/stripe-events.ts";
 
 export const SECRET = "whsec_test_current";
 export const OLD_SECRET = "whsec_test_previous";
@@ -47,4 +49,47 @@ export async function counterValue(registry: Registry, labels: Record<string, st
   const metric = await registry.getSingleMetric("mindroom_stripe_events_total")?.get();
   const match = metric?.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val));
   return match?.value ?? 0;
+}
+
+/** Stores events as the webhook would (same insert, same keys), without HTTP. Returns how many were new. */
+export async function ingest(sql: Sql, events: readonly Record<string, unknown>[]): Promise<number> {
+  let inserted = 0;
+  for (const raw of events) {
+    const event = stripeEventSchema.parse(raw);
+    const keys = inboxKeys(event);
+    const isNew = await insertStripeEvent(sql, {
+      id: event.id,
+      type: event.type,
+      objectId: keys.objectId,
+      customerId: keys.customerId,
+      created: new Date(event.created * 1000),
+      apiVersion: event.api_version ?? null,
+      livemode: event.livemode ?? null,
+      payloadJson: JSON.stringify(raw),
+      status: classifyEventType(event.type) === "ignored" ? "ignored" : "pending",
+    });
+    if (isNew) inserted += 1;
+  }
+  return inserted;
+}
+
+export interface SubscriptionRowView {
+  status: string;
+  tier: string;
+  stripe_price_id: string | null;
+  cancel_at_period_end: boolean;
+  canceled_at: Date | null;
+  trial_ends_at: Date | null;
+  current_period_start: Date | null;
+  current_period_end: Date | null;
+  past_due_since: Date | null;
+  max_agents: number | null;
+}
+
+export async function subscriptionRow(sql: Sql, stripeSubscriptionId: string): Promise<SubscriptionRowView | undefined> {
+  const rows = await sql<SubscriptionRowView[]>`
+    select status, tier, stripe_price_id, cancel_at_period_end, canceled_at, trial_ends_at,
+           current_period_start, current_period_end, past_due_since, max_agents
+    from subscriptions where stripe_subscription_id = ${stripeSubscriptionId}`;
+  return rows[0];
 }
