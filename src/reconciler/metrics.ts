@@ -1,4 +1,12 @@
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import {
+  Counter,
+  type CounterConfiguration,
+  Gauge,
+  type GaugeConfiguration,
+  Histogram,
+  type HistogramConfiguration,
+  type Registry,
+} from "prom-client";
 
 import { type InFlightStats, PRIORITIES, type Priority, type WorkQueueMetricsSink } from "./queue.ts";
 import { COMPONENTS, PHASES, TIERS } from "./types.ts";
@@ -100,122 +108,160 @@ export interface ControllerMetrics {
   setInstanceCounts(counts: Iterable<InstanceCount>): void;
 }
 
-/** Registers every controller metric on `registry`; throws if one is already registered there. */
+/**
+ * Registers every controller metric on `registry`. A metric some other module already registered
+ * under the same name and type (the leader gauge, the health probe histogram) is reused, so the
+ * order of wiring does not matter; the same name with another type throws.
+ */
 export function createControllerMetrics(registry: Registry, names: MetricNames = {}): ControllerMetrics {
   const controller = names.controller ?? "instance";
   const queue = names.queue ?? controller;
   const lease = names.leaderElection ?? "mindroom-controller";
-  const registers = [registry];
-  const probes = new Map<string, { labels: QueueLabels; probes: Set<() => InFlightStats> }>();
-  const readProbes = (pick: (stats: InFlightStats[]) => number) => (gauge: Gauge<"name" | "controller">) => {
-    for (const { labels, probes: set } of probes.values()) gauge.set(labels, pick([...set].map((probe) => probe())));
-  };
-  const sum = (stats: InFlightStats[]): number => stats.reduce((total, s) => total + s.unfinishedSeconds, 0);
-  const longest = (stats: InFlightStats[]): number => stats.reduce((max, s) => Math.max(max, s.longestSeconds), 0);
-
-  const m = {
+  const probes = probesOf(registry);
+  const make = makers(registry);
+  const m: Metrics = {
     registry,
-    ...controllerRuntimeMetrics(registers),
-    ...workqueueMetrics(registers, readProbes(sum), readProbes(longest)),
-    ...mindroomMetrics(registers),
+    ...controllerRuntimeMetrics(make),
+    ...workqueueMetrics(make, readProbes(probes, sumUnfinished), readProbes(probes, maxLongest)),
+    ...mindroomMetrics(make),
   };
-
-  const zeroQueue = (labels: QueueLabels): void => {
-    for (const priority of PRIORITIES) m.workqueueDepth.set({ ...labels, priority: PRIORITY_LABEL[priority] }, 0);
-    m.workqueueAdds.inc(labels, 0);
-    m.workqueueRetries.inc(labels, 0);
-    m.workqueueQueueDuration.zero(labels);
-    m.workqueueWorkDuration.zero(labels);
-    m.workqueueUnfinishedWork.set(labels, 0);
-    m.workqueueLongestRunning.set(labels, 0);
-    if (!probes.has(key(labels))) probes.set(key(labels), { labels, probes: new Set() });
-  };
-  const zeroController = (name: string): void => {
-    for (const result of RECONCILE_RESULTS) m.reconcileTotal.inc({ controller: name, result }, 0);
-    for (const counter of [m.reconcileErrors, m.terminalReconcileErrors, m.reconcilePanics, m.reconcileTimeouts]) {
-      counter.inc({ controller: name }, 0);
-    }
-    m.reconcileTime.zero({ controller: name });
-    m.activeWorkers.set({ controller: name }, 0);
-  };
-  const zeroInstances = (): void => {
-    for (const phase of PHASES) {
-      for (const tier of TIERS) for (const health of HEALTH_STATUSES) m.instances.set({ phase, tier, health }, 0);
-    }
-  };
-
   return {
     ...m,
     initMetrics() {
-      zeroController(controller);
-      zeroQueue({ name: queue, controller });
+      zeroController(m, controller);
+      zeroQueue(m, probes, { name: queue, controller });
       m.leaderElectionMasterStatus.set({ name: lease }, 0);
-      zeroInstances();
+      zeroInstances(m);
       for (const kind of DRIFT_KINDS) m.drift.inc({ kind }, 0);
       for (const component of COMPONENTS) m.healthProbeSeconds.zero({ component });
       for (const tier of TIERS) m.backupLastSuccess.set({ tier }, 0);
     },
     initController(name, maxConcurrentReconciles) {
-      zeroController(name);
+      zeroController(m, name);
       m.maxConcurrentReconciles.set({ controller: name }, maxConcurrentReconciles);
     },
     forQueue(name, controllerName = name) {
       const labels = { name, controller: controllerName };
-      zeroQueue(labels);
-      return queueSink(m, labels, probes.get(key(labels))!.probes);
+      return queueSink(m, labels, zeroQueue(m, probes, labels));
     },
     setInstanceCounts(counts) {
-      zeroInstances();
+      zeroInstances(m);
       for (const { phase, tier, health, count } of counts) m.instances.inc({ phase, tier, health }, count);
     },
   };
 }
 
-const key = (labels: QueueLabels): string => `${labels.name}\u0000${labels.controller}`;
+type Metrics = Omit<ControllerMetrics, "initMetrics" | "initController" | "forQueue" | "setInstanceCounts">;
+type Probe = () => InFlightStats;
+/** Per registry, per queue label set: the in-flight probes read at scrape time. */
+type ProbeMap = Map<string, { labels: QueueLabels; probes: Set<Probe> }>;
+const probeMaps = new WeakMap<Registry, ProbeMap>();
 
-type Registers = Registry[];
+function probesOf(registry: Registry): ProbeMap {
+  let map = probeMaps.get(registry);
+  if (!map) probeMaps.set(registry, (map = new Map()));
+  return map;
+}
 
-function controllerRuntimeMetrics(registers: Registers) {
-  const perController = { labelNames: ["controller"] as const, registers };
+function readProbes(map: ProbeMap, pick: (stats: InFlightStats[]) => number): InFlightCollector {
+  return (gauge) => {
+    for (const { labels, probes } of map.values()) gauge.set(labels, pick([...probes].map((probe) => probe())));
+  };
+}
+
+const sumUnfinished = (stats: InFlightStats[]): number => stats.reduce((total, s) => total + s.unfinishedSeconds, 0);
+const maxLongest = (stats: InFlightStats[]): number => stats.reduce((max, s) => Math.max(max, s.longestSeconds), 0);
+
+/** Zeroes one queue's series and returns the probe set of its labels. */
+function zeroQueue(m: Metrics, map: ProbeMap, labels: QueueLabels): Set<Probe> {
+  for (const priority of PRIORITIES) m.workqueueDepth.set({ ...labels, priority: PRIORITY_LABEL[priority] }, 0);
+  m.workqueueAdds.inc(labels, 0);
+  m.workqueueRetries.inc(labels, 0);
+  m.workqueueQueueDuration.zero(labels);
+  m.workqueueWorkDuration.zero(labels);
+  m.workqueueUnfinishedWork.set(labels, 0);
+  m.workqueueLongestRunning.set(labels, 0);
+  const id = `${labels.name}\u0000${labels.controller}`;
+  let entry = map.get(id);
+  if (!entry) map.set(id, (entry = { labels, probes: new Set() }));
+  return entry.probes;
+}
+
+function zeroController(m: Metrics, controller: string): void {
+  for (const result of RECONCILE_RESULTS) m.reconcileTotal.inc({ controller, result }, 0);
+  for (const counter of [m.reconcileErrors, m.terminalReconcileErrors, m.reconcilePanics, m.reconcileTimeouts]) {
+    counter.inc({ controller }, 0);
+  }
+  m.reconcileTime.zero({ controller });
+  m.activeWorkers.set({ controller }, 0);
+}
+
+function zeroInstances(m: Metrics): void {
+  for (const phase of PHASES) {
+    for (const tier of TIERS) for (const health of HEALTH_STATUSES) m.instances.set({ phase, tier, health }, 0);
+  }
+}
+
+type Makers = ReturnType<typeof makers>;
+
+function makers(registry: Registry) {
+  const registers = [registry];
   return {
-    reconcileTotal: new Counter({
+    counter: <T extends string>(config: CounterConfiguration<T>): Counter<T> =>
+      reuse(registry, config.name, Counter, () => new Counter({ ...config, registers })) as Counter<T>,
+    gauge: <T extends string>(config: GaugeConfiguration<T>): Gauge<T> =>
+      reuse(registry, config.name, Gauge, () => new Gauge({ ...config, registers })) as Gauge<T>,
+    histogram: <T extends string>(config: HistogramConfiguration<T>): Histogram<T> =>
+      reuse(registry, config.name, Histogram, () => new Histogram({ ...config, registers })) as Histogram<T>,
+  };
+}
+
+function reuse<M>(registry: Registry, name: string, type: abstract new (...args: never[]) => M, create: () => M): M {
+  const existing = registry.getSingleMetric(name);
+  if (existing === undefined) return create();
+  if (!(existing instanceof type)) throw new Error(`metric ${name} is already registered with another type`);
+  return existing;
+}
+
+function controllerRuntimeMetrics(make: Makers) {
+  const perController = { labelNames: ["controller"] as const };
+  return {
+    reconcileTotal: make.counter({
       name: "controller_runtime_reconcile_total",
       help: "Total number of reconciliations per controller",
       labelNames: ["controller", "result"] as const,
-      registers,
     }),
-    reconcileErrors: new Counter({ name: "controller_runtime_reconcile_errors_total", help: "Total number of reconciliation errors per controller", ...perController }),
-    terminalReconcileErrors: new Counter({ name: "controller_runtime_terminal_reconcile_errors_total", help: "Total number of terminal reconciliation errors per controller", ...perController }),
-    reconcilePanics: new Counter({ name: "controller_runtime_reconcile_panics_total", help: "Total number of reconciliation panics per controller", ...perController }),
-    reconcileTimeouts: new Counter({ name: "controller_runtime_reconcile_timeouts_total", help: "Total number of reconciliation timeouts per controller", ...perController }),
-    reconcileTime: new Histogram({
+    reconcileErrors: make.counter({ name: "controller_runtime_reconcile_errors_total", help: "Total number of reconciliation errors per controller", ...perController }),
+    terminalReconcileErrors: make.counter({ name: "controller_runtime_terminal_reconcile_errors_total", help: "Total number of terminal reconciliation errors per controller", ...perController }),
+    reconcilePanics: make.counter({ name: "controller_runtime_reconcile_panics_total", help: "Total number of reconciliation panics per controller", ...perController }),
+    reconcileTimeouts: make.counter({ name: "controller_runtime_reconcile_timeouts_total", help: "Total number of reconciliation timeouts per controller", ...perController }),
+    reconcileTime: make.histogram({
       name: "controller_runtime_reconcile_time_seconds",
       help: "Length of time per reconciliation per controller",
       buckets: [...RECONCILE_TIME_BUCKETS],
       ...perController,
     }),
-    maxConcurrentReconciles: new Gauge({ name: "controller_runtime_max_concurrent_reconciles", help: "Maximum number of concurrent reconciles per controller", ...perController }),
-    activeWorkers: new Gauge({ name: "controller_runtime_active_workers", help: "Number of currently used workers per controller", ...perController }),
+    maxConcurrentReconciles: make.gauge({ name: "controller_runtime_max_concurrent_reconciles", help: "Maximum number of concurrent reconciles per controller", ...perController }),
+    activeWorkers: make.gauge({ name: "controller_runtime_active_workers", help: "Number of currently used workers per controller", ...perController }),
   };
 }
 
 type InFlightCollector = (gauge: Gauge<"name" | "controller">) => void;
 
-function workqueueMetrics(registers: Registers, unfinished: InFlightCollector, longest: InFlightCollector) {
-  const perQueue = { labelNames: ["name", "controller"] as const, registers };
+function workqueueMetrics(make: Makers, unfinished: InFlightCollector, longest: InFlightCollector) {
+  const perQueue = { labelNames: ["name", "controller"] as const };
   const durations = { buckets: [...WORKQUEUE_DURATION_BUCKETS], ...perQueue };
   return {
-    workqueueDepth: new Gauge({
+    workqueueDepth: make.gauge({
       name: "workqueue_depth",
       help: "Current depth of workqueue by workqueue and priority",
       labelNames: ["name", "controller", "priority"] as const,
-      registers,
     }),
-    workqueueAdds: new Counter({ name: "workqueue_adds_total", help: "Total number of adds handled by workqueue", ...perQueue }),
-    workqueueRetries: new Counter({ name: "workqueue_retries_total", help: "Total number of retries handled by workqueue", ...perQueue }),
-    workqueueQueueDuration: new Histogram({ name: "workqueue_queue_duration_seconds", help: "How long in seconds an item stays in workqueue before being requested", ...durations }),
-    workqueueWorkDuration: new Histogram({ name: "workqueue_work_duration_seconds", help: "How long in seconds processing an item from workqueue takes", ...durations }),
-    workqueueUnfinishedWork: new Gauge({
+    workqueueAdds: make.counter({ name: "workqueue_adds_total", help: "Total number of adds handled by workqueue", ...perQueue }),
+    workqueueRetries: make.counter({ name: "workqueue_retries_total", help: "Total number of retries handled by workqueue", ...perQueue }),
+    workqueueQueueDuration: make.histogram({ name: "workqueue_queue_duration_seconds", help: "How long in seconds an item stays in workqueue before being requested", ...durations }),
+    workqueueWorkDuration: make.histogram({ name: "workqueue_work_duration_seconds", help: "How long in seconds processing an item from workqueue takes", ...durations }),
+    workqueueUnfinishedWork: make.gauge({
       name: "workqueue_unfinished_work_seconds",
       help: "How many seconds of work has been done that is in progress and hasn't been observed by work_duration. Large values indicate stuck threads.",
       collect() {
@@ -223,7 +269,7 @@ function workqueueMetrics(registers: Registers, unfinished: InFlightCollector, l
       },
       ...perQueue,
     }),
-    workqueueLongestRunning: new Gauge({
+    workqueueLongestRunning: make.gauge({
       name: "workqueue_longest_running_processor_seconds",
       help: "How many seconds has the longest running processor for workqueue been running",
       collect() {
@@ -234,24 +280,23 @@ function workqueueMetrics(registers: Registers, unfinished: InFlightCollector, l
   };
 }
 
-function mindroomMetrics(registers: Registers) {
+function mindroomMetrics(make: Makers) {
   return {
-    leaderElectionMasterStatus: new Gauge({
+    leaderElectionMasterStatus: make.gauge({
       name: "leader_election_master_status",
       help: "1 while this replica holds the lease, 0 otherwise; 'name' is the lease name",
       labelNames: ["name"] as const,
-      registers,
     }),
-    instances: new Gauge({ name: "mindroom_instances", help: "Instances by target phase, tier and aggregate health", labelNames: ["phase", "tier", "health"] as const, registers }),
-    drift: new Counter({ name: "mindroom_drift_total", help: "Drift found by observe, by kind", labelNames: ["kind"] as const, registers }),
-    convergeSeconds: new Histogram({ name: "mindroom_converge_seconds", help: "Seconds from a generation change to the instance converging on it", buckets: [...CONVERGE_BUCKETS], registers }),
-    healthProbeSeconds: new Histogram({ name: "mindroom_health_probe_seconds", help: "Duration of one health probe, by component", labelNames: ["component"] as const, buckets: [...HEALTH_PROBE_BUCKETS], registers }),
-    backupLastSuccess: new Gauge({ name: "mindroom_backup_last_success_timestamp_seconds", help: "Unix time of the newest completed backup, by tier (0: never)", labelNames: ["tier"] as const, registers }),
-    orphanApps: new Gauge({ name: "mindroom_orphan_apps", help: "Apps on a host that belong to no instance", labelNames: ["host"] as const, registers }),
+    instances: make.gauge({ name: "mindroom_instances", help: "Instances by target phase, tier and aggregate health", labelNames: ["phase", "tier", "health"] as const }),
+    drift: make.counter({ name: "mindroom_drift_total", help: "Drift found by observe, by kind", labelNames: ["kind"] as const }),
+    convergeSeconds: make.histogram({ name: "mindroom_converge_seconds", help: "Seconds from a generation change to the instance converging on it", buckets: [...CONVERGE_BUCKETS] }),
+    healthProbeSeconds: make.histogram({ name: "mindroom_health_probe_seconds", help: "Duration of one health probe, by component", labelNames: ["component"] as const, buckets: [...HEALTH_PROBE_BUCKETS] }),
+    backupLastSuccess: make.gauge({ name: "mindroom_backup_last_success_timestamp_seconds", help: "Unix time of the newest completed backup, by tier (0: never)", labelNames: ["tier"] as const }),
+    orphanApps: make.gauge({ name: "mindroom_orphan_apps", help: "Apps on a host that belong to no instance", labelNames: ["host"] as const }),
   };
 }
 
-function queueSink(m: Pick<ControllerMetrics, "workqueueDepth" | "workqueueAdds" | "workqueueRetries" | "workqueueQueueDuration" | "workqueueWorkDuration">, labels: QueueLabels, probes: Set<() => InFlightStats>): WorkQueueMetricsSink {
+function queueSink(m: Metrics, labels: QueueLabels, probes: Set<Probe>): WorkQueueMetricsSink {
   return {
     depth: (priority, delta) => m.workqueueDepth.inc({ ...labels, priority: PRIORITY_LABEL[priority] }, delta),
     added: () => m.workqueueAdds.inc(labels),
