@@ -129,8 +129,14 @@ export class SshFrontend {
       if (drop === "connection") return void client.end();
       if (drop === "channel") return void ch.close();
       if (ch.destroyed) return;
-      ch.exit(exitCode ?? 1);
-      ch.end();
+      // Exit status after the output drained (ssh2 sends EOF and close on end, as sshd does).
+      const send = (): void => {
+        if (ch.destroyed || !ch.writable) return;
+        ch.exit(exitCode ?? 1);
+        ch.end();
+      };
+      if (ch.writableLength === 0) send();
+      else ch.once("drain", send);
     };
     const failure = faults.rollFailure(argv);
     if (failure === "drop") return finish(null, "channel");
