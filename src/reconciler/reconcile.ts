@@ -1,0 +1,284 @@
+/**
+ * One key end to end: read desired state, observe, plan, apply, write status (DESIGN sections 5
+ * to 7). Level-triggered and idempotent: every pass re-reads everything, so it does not matter
+ * which event enqueued the key, or how often.
+ */
+import { TerminalError } from "../errors.ts";
+import { applyPlan } from "./apply.ts";
+import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
+import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
+import { instanceApps, type Observer } from "./observe.ts";
+import { describePlan, driftKinds, plan } from "./plan.ts";
+import type {
+  Action,
+  Backups,
+  Component,
+  DesiredInstance,
+  Driver,
+  HostRef,
+  InstanceRecord,
+  InstanceStatus,
+  InstanceStore,
+  Journal,
+  ObservedApp,
+  ReconcileSubject,
+} from "./types.ts";
+
+/** Health's say in a pass: components to restart now, or a reason to give up and mark failed. */
+export interface HealthGate {
+  decide(instance: InstanceRecord, shouldRun: boolean, now: Date): Promise<{ restart: Component[]; fail: string | null }>;
+  restarted(instance: InstanceRecord, components: readonly Component[], now: Date): Promise<void>;
+}
+
+export interface ReconcilerDeps {
+  readonly store: InstanceStore;
+  readonly journal: Journal;
+  readonly backups: Backups;
+  readonly driver: Driver;
+  readonly observer: Observer;
+  readonly desiredOptions: Omit<DesiredOptions, "now">;
+  readonly now: () => Date;
+  /** The current leader epoch, or undefined when this process does not lead. */
+  readonly epoch: () => number | undefined;
+  readonly health?: HealthGate;
+  readonly allowOrphanDestroy?: boolean;
+  readonly onDrift?: (kind: string) => void;
+  readonly onConverged?: (seconds: number) => void;
+}
+
+export type PassOutcome =
+  | { readonly kind: "gone" }
+  | { readonly kind: "no-instance"; readonly reason: string; readonly changesAt: Date | null }
+  | { readonly kind: "waiting"; readonly reason: string; readonly retryAfterMs: number }
+  | {
+      readonly kind: "planned";
+      readonly instanceId: string;
+      readonly desired: DesiredInstance;
+      readonly actions: readonly Action[];
+      readonly applied: boolean;
+      readonly status: InstanceStatus;
+      readonly changesAt: Date | null;
+    };
+
+export interface PassOptions {
+  /** Plan only: no provisioning, no placement, no actions, no status writes. */
+  readonly dryRun?: boolean;
+  /** Deep-observe even when the shallow view looks converged. */
+  readonly deep?: boolean;
+  readonly signal: AbortSignal;
+}
+
+const NO_CAPACITY_RETRY_MS = 60_000;
+
+export class Reconciler {
+  /** When each instance's current unconverged generation was first seen (converge latency). */
+  private readonly pendingSince = new Map<string, { generation: number; since: number }>();
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  /** The ReconcileFn of the controller: one pass, and when the answer changes by itself. */
+  async reconcile(key: string, signal: AbortSignal): Promise<{ requeueAfterMs?: number }> {
+    const outcome = await this.pass(key, { signal });
+    return requeueFor(outcome, this.deps.now());
+  }
+
+  async pass(key: string, options: PassOptions): Promise<PassOutcome> {
+    const now = this.deps.now();
+    let subject = await this.deps.store.load(key);
+    if (!subject) return { kind: "gone" };
+    if (!subject.instance) {
+      const billing = billingPhase(subject.subscription, { now, ...this.deps.desiredOptions });
+      if (billing.phase !== "running" || subject.instanceCount > 0 || options.dryRun) {
+        const reason = subject.instanceCount > 0 ? "the subscription's instance was deprovisioned" : billing.reason;
+        return { kind: "no-instance", reason, changesAt: billing.changesAt };
+      }
+      await this.deps.store.provision(key);
+      subject = await this.deps.store.load(key);
+      if (!subject?.instance) return { kind: "gone" };
+    }
+    return this.passForInstance(subject as ReconcileSubject & { instance: InstanceRecord }, now, options);
+  }
+
+  private async passForInstance(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<PassOutcome> {
+    const instance = subject.instance;
+    const desired = desiredInstance(subject.subscription, instance, { now, ...this.deps.desiredOptions });
+    const host = subject.host ?? (await this.placeIfNeeded(subject, desired, options));
+    if (!host) return this.withoutHost(instance, desired, now, options);
+    const epoch = options.dryRun ? 0 : this.requireEpoch();
+    const unknown = options.dryRun ? 0 : await this.deps.journal.recoverPending(instance.id, epoch);
+    const hostView = await this.deps.observer.host(host, options.signal);
+    const shallow = instanceApps(desired, hostView);
+    const gate = await this.healthGate(instance, desired, now, options);
+    const deepReason = this.deps.observer.deepReason(instance.id, desired, shallow, {
+      generationChanged: instance.generation !== instance.observedGeneration,
+      unknownOutcome: unknown > 0,
+      // Teardown always plans: its last steps (storage) are invisible to the shallow view.
+      requested: options.deep === true || desired.phase === "deprovisioned",
+    });
+    const observed = deepReason ? await this.deps.observer.deep(instance.id, host, desired, shallow, options.signal) : undefined;
+    const actions = observed ? await this.planFor(instance, desired, observed, gate.restart) : [];
+    if (options.dryRun) return planned(instance, desired, actions, false, instance.status);
+    if (observed && instance.generation === instance.observedGeneration) {
+      for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
+    }
+    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal);
+  }
+
+  private async act(
+    subject: ReconcileSubject & { instance: InstanceRecord },
+    desired: DesiredInstance,
+    host: HostRef,
+    actions: readonly Action[],
+    gate: { restart: Component[]; fail: string | null },
+    epoch: number,
+    now: Date,
+    signal: AbortSignal,
+  ): Promise<PassOutcome> {
+    const instance = subject.instance;
+    if (desired.paused) {
+      await this.writeStatus(instance, desired, instance.status, [synced("False", "ReconcilePaused", "reconcile_paused is set: observing only")], false, null, now);
+      return planned(instance, desired, [], false, instance.status);
+    }
+    if (gate.fail) {
+      await this.writeStatus(instance, desired, "failed", [ready("False", "RestartsExhausted", gate.fail)], false, gate.fail, now);
+      return planned(instance, desired, [], false, "failed");
+    }
+    try {
+      await applyPlan(actions, { driver: this.deps.driver, journal: this.deps.journal, backups: this.deps.backups, host, instanceId: instance.id, epoch, signal });
+    } catch (error) {
+      this.deps.observer.invalidate(host.id);
+      await this.recordFailure(instance, desired, error as Error, now);
+      throw error;
+    } finally {
+      if (actions.length > 0) this.deps.observer.invalidate(host.id);
+    }
+    if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
+    const tookBackup = actions.some((action) => action.kind === "backup");
+    const status = tookBackup ? "deprovisioning" : desired.phase;
+    await this.writeStatus(instance, desired, status, convergedConditions(desired, tookBackup), !tookBackup, null, now);
+    return planned(instance, desired, actions, true, status);
+  }
+
+  private async planFor(instance: InstanceRecord, desired: DesiredInstance, observed: ReadonlyMap<string, ObservedApp>, restart: Component[]): Promise<Action[]> {
+    const backedUp = desired.phase === "deprovisioned" ? await this.deps.backups.completedTeardownBackups(instance.id, null) : new Set<Component>();
+    const withStorage = desired.apps.filter((app) => app.storage !== null && observed.has(app.app));
+    const backupCompleted = withStorage.every((app) => backedUp.has(app.component));
+    // Teardown destroys every storage entry the instance may have; destroying a missing entry is
+    // success, so a crash between destroyApp and destroyStorage leaks nothing.
+    const storageEntries = desired.phase === "deprovisioned" ? new Set(desired.apps.flatMap((app) => (app.storage ? [app.storage.entry] : []))) : undefined;
+    return plan({ desired, observed, storageEntries, backupCompleted, restart, allowOrphanDestroy: this.deps.allowOrphanDestroy });
+  }
+
+  private async healthGate(instance: InstanceRecord, desired: DesiredInstance, now: Date, options: PassOptions): Promise<{ restart: Component[]; fail: string | null }> {
+    if (!this.deps.health || options.dryRun || desired.paused) return { restart: [], fail: null };
+    return this.deps.health.decide(instance, desired.phase === "running", now);
+  }
+
+  private async placeIfNeeded(subject: ReconcileSubject & { instance: InstanceRecord }, desired: DesiredInstance, options: PassOptions): Promise<HostRef | undefined> {
+    if (desired.phase !== "running" || options.dryRun || desired.paused) return undefined;
+    return this.deps.store.place(subject.instance.id, subject.subscription.region);
+  }
+
+  /** An instance with no host: nothing runs anywhere, so stopping or tearing down is immediate. */
+  private async withoutHost(instance: InstanceRecord, desired: DesiredInstance, now: Date, options: PassOptions): Promise<PassOutcome> {
+    if (desired.phase === "running" && !desired.paused) {
+      if (!options.dryRun) {
+        await this.writeStatus(instance, desired, "pending", [ready("False", "NoHostCapacity", "no enabled Dokku host has free capacity in this region")], false, "no host capacity", now);
+      }
+      return { kind: "waiting", reason: "no enabled Dokku host has free capacity", retryAfterMs: NO_CAPACITY_RETRY_MS };
+    }
+    if (!options.dryRun && !desired.paused) {
+      await this.writeStatus(instance, desired, desired.phase, convergedConditions(desired, false), true, null, now);
+    }
+    return planned(instance, desired, [], !options.dryRun, desired.phase);
+  }
+
+  private requireEpoch(): number {
+    const epoch = this.deps.epoch();
+    if (epoch === undefined) throw new Error("not the leader: this replica does not act on hosts");
+    return epoch;
+  }
+
+  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date): Promise<void> {
+    const terminal = error instanceof TerminalError;
+    const reason = terminal ? error.reason : "ApplyFailed";
+    const status = terminal ? "error" : progressingStatus(desired.phase, instance.status !== "pending");
+    await this.writeStatus(instance, desired, status, [synced("False", reason, error.message), ready("False", reason, error.message)], false, error.message, now).catch(() => {});
+  }
+
+  private async writeStatus(instance: InstanceRecord, desired: DesiredInstance, status: InstanceStatus, updates: ConditionInput[], converged: boolean, lastError: string | null, now: Date): Promise<void> {
+    const conditions = setConditions(instance.conditions, [...updates, healthCondition(instance.healthStatus, desired.phase)], now, instance.generation);
+    await this.deps.store.writeStatus(instance.id, instance.status, {
+      status,
+      conditions,
+      observedGeneration: converged ? instance.generation : null,
+      lastError,
+      urls: urlsOf(desired),
+    });
+    this.trackConvergence(instance, converged, now);
+  }
+
+  private trackConvergence(instance: InstanceRecord, converged: boolean, now: Date): void {
+    const pending = this.pendingSince.get(instance.id);
+    if (converged) {
+      if (pending && instance.generation !== instance.observedGeneration) this.deps.onConverged?.((now.getTime() - pending.since) / 1000);
+      this.pendingSince.delete(instance.id);
+    } else if (!pending || pending.generation !== instance.generation) {
+      this.pendingSince.set(instance.id, { generation: instance.generation, since: now.getTime() });
+    }
+  }
+}
+
+/** Public URLs from the desired apps' domains; https only when TLS is on. */
+function urlsOf(desired: DesiredInstance): { frontend: string; backend: string; matrix: string } {
+  const url = (component: Component): string => {
+    const app = desired.apps.find((candidate) => candidate.component === component);
+    return app?.domains[0] ? `${app.tls ? "https" : "http"}://${app.domains[0]}` : "";
+  };
+  return { frontend: url("frontend"), backend: url("backend"), matrix: url("matrix") };
+}
+
+function planned(instance: InstanceRecord, desired: DesiredInstance, actions: readonly Action[], applied: boolean, status: InstanceStatus): PassOutcome {
+  return { kind: "planned", instanceId: instance.id, desired, actions, applied, status, changesAt: desired.changesAt };
+}
+
+function ready(status: "True" | "False", reason: string, message: string): ConditionInput {
+  return { type: "Ready", status, reason, message };
+}
+
+function synced(status: "True" | "False", reason: string, message: string): ConditionInput {
+  return { type: "Synced", status, reason, message };
+}
+
+function convergedConditions(desired: DesiredInstance, backupOnly: boolean): ConditionInput[] {
+  if (backupOnly) {
+    return [
+      synced("True", "BackupTaken", "final backup completed; teardown continues"),
+      ready("False", "TearingDown", desired.reason),
+      { type: "BackedUp", status: "True", reason: "FinalBackupCompleted", message: "a pre-deprovision backup of every storage entry is complete" },
+    ];
+  }
+  return [synced("True", "ReconcileSuccess", `converged on phase ${desired.phase}`), ready("True", `Phase${capitalise(desired.phase)}`, desired.reason)];
+}
+
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** When to look at this key again even if nothing changes: the next time the answer changes. */
+export function requeueFor(outcome: PassOutcome, now: Date): { requeueAfterMs?: number } {
+  switch (outcome.kind) {
+    case "gone":
+      return {};
+    case "waiting":
+      return { requeueAfterMs: outcome.retryAfterMs };
+    case "no-instance":
+    case "planned": {
+      if (outcome.kind === "planned" && outcome.status === "deprovisioning") return { requeueAfterMs: 1 };
+      if (!outcome.changesAt) return {};
+      return { requeueAfterMs: Math.max(1, outcome.changesAt.getTime() - now.getTime()) };
+    }
+  }
+}
+
+export { describePlan };

@@ -1,0 +1,243 @@
+/**
+ * The controller process: the reconciler and its sources, run only while this replica holds the
+ * leader lease. Each term gets a fresh work queue and worker pool; when the term ends (lease lost,
+ * SIGTERM) its signal aborts, the sources stop enqueueing and the workers drain.
+ */
+import type { Sql } from "postgres";
+import type { Registry } from "prom-client";
+
+import type { Config } from "../config.ts";
+import { createDokkuDriver, type DokkuDriver } from "../drivers/dokku/driver.ts";
+import type { Logger } from "../logger.ts";
+import { Controller } from "../reconciler/controller.ts";
+import { LeaderElector } from "../reconciler/leader.ts";
+import { type ControllerMetrics, createControllerMetrics } from "../reconciler/metrics.ts";
+import { Observer } from "../reconciler/observe.ts";
+import { findOrphans } from "../reconciler/plan.ts";
+import { WorkQueue } from "../reconciler/queue.ts";
+import { Reconciler } from "../reconciler/reconcile.ts";
+import { DEFAULT_TEMPLATE } from "../reconciler/template.ts";
+import type { Component } from "../reconciler/types.ts";
+import { defaultDomainFor, HealthProber } from "../sources/health.ts";
+import { Resync } from "../sources/resync.ts";
+import { startSqlSource } from "../sources/sql.ts";
+import { createBackups } from "../state/backups.ts";
+import { listHosts, markHostSeen, pinHostKey } from "../state/hosts.ts";
+import { createInstanceStore } from "../state/instances.ts";
+import { leaseStore } from "../state/lease.ts";
+import { createJournal } from "../state/operations.ts";
+import { createHealthGate } from "./health-gate.ts";
+
+export interface ControllerRuntimeOptions {
+  readonly sql: Sql;
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly sshPrivateKey: string;
+  readonly masterKey: string;
+  readonly backupDir: string;
+  /** Overrides for tests: lease timings, observe rotation, clock. */
+  readonly tuning?: Partial<ControllerTuning>;
+}
+
+export interface ControllerTuning {
+  readonly leaseTtlMs: number;
+  readonly leaseRenewDeadlineMs: number;
+  readonly leaseRetryPeriodMs: number;
+  readonly hostObserveTtlMs: number;
+  readonly deepObserveIntervalMs: number;
+  readonly gaugeIntervalMs: number;
+  readonly now: () => Date;
+}
+
+const DEFAULT_TUNING: ControllerTuning = {
+  leaseTtlMs: 15_000,
+  leaseRenewDeadlineMs: 10_000,
+  leaseRetryPeriodMs: 2_000,
+  hostObserveTtlMs: 2_000,
+  deepObserveIntervalMs: 60 * 60_000,
+  gaugeIntervalMs: 15_000,
+  now: () => new Date(),
+};
+
+export interface ControllerRuntime {
+  readonly elector: LeaderElector;
+  readonly reconciler: Reconciler;
+  readonly driver: DokkuDriver;
+  readonly metrics: ControllerMetrics;
+  /** Enqueues a key now (high priority) when this replica leads; false otherwise. */
+  enqueue(key: string): boolean;
+  /** Resolves when `signal` aborts and every part has stopped. */
+  run(signal: AbortSignal): Promise<void>;
+}
+
+export function createControllerRuntime(options: ControllerRuntimeOptions): ControllerRuntime {
+  const tuning = { ...DEFAULT_TUNING, ...options.tuning };
+  const { sql, config, logger, registry } = options;
+  const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
+  metrics.initMetrics();
+  const driver = createDokkuDriver({
+    privateKey: options.sshPrivateKey,
+    registry,
+    logger: logger.child({ component: "dokku" }),
+    hostConcurrency: config.hostConcurrency,
+    onHostKeyLearned: async (hostId, hostKey) => {
+      await pinHostKey(sql, hostId, hostKey);
+      logger.warn({ hostId }, "trusted a Dokku host key on first use and pinned it");
+    },
+  });
+  const observer = new Observer({ driver, hostTtlMs: tuning.hostObserveTtlMs, deepIntervalMs: tuning.deepObserveIntervalMs, now: () => tuning.now().getTime() });
+  const leader: { elector?: LeaderElector } = {};
+  const reconciler = new Reconciler({
+    store: createInstanceStore(sql),
+    journal: createJournal(sql),
+    backups: createBackups(sql, options.backupDir),
+    driver,
+    observer,
+    desiredOptions: {
+      gracePeriodMs: config.gracePeriodMs,
+      retentionPeriodMs: config.retentionPeriodMs,
+      baseDomain: config.baseDomain,
+      masterKey: options.masterKey,
+      template: DEFAULT_TEMPLATE,
+      tls: !config.baseDomain.endsWith("localhost"),
+    },
+    now: tuning.now,
+    epoch: () => leader.elector?.epoch() ?? undefined,
+    health: createHealthGate(sql),
+    allowOrphanDestroy: config.allowOrphanDestroy,
+    onDrift: (kind) => metrics.drift.inc({ kind }),
+    onConverged: (seconds) => metrics.convergeSeconds.observe(seconds),
+  });
+  let queue: WorkQueue | undefined;
+  let term: Promise<void> | undefined;
+  const elector = new LeaderElector({
+    store: leaseStore(sql),
+    logger: logger.child({ component: "leader" }),
+    gauge: metrics.leaderElectionMasterStatus,
+    ttlMs: tuning.leaseTtlMs,
+    renewDeadlineMs: tuning.leaseRenewDeadlineMs,
+    retryPeriodMs: tuning.leaseRetryPeriodMs,
+    onStartedLeading: ({ epoch, signal }) => {
+      logger.info({ epoch }, "leading: starting the controller");
+      queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
+      term = runTerm({ ...options, tuning, metrics, reconciler, observer, queue }, signal);
+    },
+    onStoppedLeading: async () => {
+      logger.warn("no longer leading: controller stopped");
+      await term;
+      queue = undefined;
+    },
+  });
+  leader.elector = elector;
+  return {
+    elector,
+    reconciler,
+    driver,
+    metrics,
+    enqueue: (key) => {
+      if (!queue || queue.isShuttingDown()) return false;
+      queue.add(key);
+      return true;
+    },
+    run: async (signal) => {
+      await elector.start(signal);
+      await term;
+      await driver.close();
+    },
+  };
+}
+
+interface TermDeps extends ControllerRuntimeOptions {
+  readonly tuning: ControllerTuning;
+  readonly metrics: ControllerMetrics;
+  readonly reconciler: Reconciler;
+  readonly observer: Observer;
+  readonly queue: WorkQueue;
+}
+
+/** Everything a leader runs; resolves when the term's signal aborts and all parts stopped. */
+async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
+  const { sql, config, logger, metrics, reconciler, queue } = deps;
+  const store = createInstanceStore(sql);
+  const enqueue = (key: string): void => queue.add(key);
+  const resync = new Resync({
+    intervalMs: config.resyncIntervalMs,
+    listKeys: async () => {
+      await auditHosts(deps);
+      return store.listKeys();
+    },
+    enqueueLow: (key) => queue.add(key, { priority: "low" }),
+    logger,
+  });
+  const controller = new Controller({
+    name: "instance",
+    queue,
+    metrics,
+    logger,
+    maxConcurrentReconciles: config.maxConcurrentReconciles,
+    reconcile: (key, ctx) => reconciler.reconcile(key, ctx.signal),
+  });
+  const prober = new HealthProber({
+    sql,
+    registry: deps.registry,
+    domainFor: defaultDomainFor(config.baseDomain),
+    intervalMs: config.healthIntervalMs,
+    onUnhealthy: (subscriptionId, _instanceId, components: readonly Component[]) => {
+      logger.warn({ subscription: subscriptionId, components }, "components failing health probes: reconciling");
+      enqueue(subscriptionId);
+    },
+    logger: logger.child({ component: "health" }),
+  });
+  const parts = [
+    controller.start(signal),
+    startSqlSource({ sql, enqueue, resyncAll: () => void resync.resyncAll(), logger }, signal),
+    resync.start(signal),
+    prober.start(signal),
+    publishInstanceGauge(deps, signal),
+  ];
+  const results = await Promise.allSettled(parts);
+  for (const result of results) {
+    if (result.status === "rejected") logger.error({ err: result.reason }, "controller part failed");
+  }
+}
+
+/** Orphans and liveness per host, on every resync: reported, never destroyed by default. */
+async function auditHosts(deps: TermDeps): Promise<void> {
+  const hosts = (await listHosts(deps.sql)).filter((host) => host.enabled);
+  for (const host of hosts) {
+    try {
+      const view = await deps.observer.host(host);
+      await markHostSeen(deps.sql, host.id, view.dokkuVersion);
+      const known = await knownApps(deps.sql, host.id);
+      const orphans = findOrphans(view.apps.keys(), known);
+      deps.metrics.orphanApps.set({ host: host.name }, orphans.length);
+      if (orphans.length > 0) deps.logger.warn({ host: host.name, orphans }, "apps on the host belong to no instance (reported, not destroyed)");
+    } catch (error) {
+      deps.logger.warn({ host: host.name, err: error }, "host audit failed");
+    }
+  }
+}
+
+async function knownApps(sql: Sql, hostId: string): Promise<Set<string>> {
+  const rows = await sql<{ subdomain: string }[]>`
+    select subdomain from public.instances where host_id = ${hostId} and status <> 'deprovisioned'`;
+  return new Set(rows.flatMap((row) => ["matrix", "backend", "frontend"].map((component) => `${row.subdomain}-${component}`)));
+}
+
+/** `mindroom_instances{phase,tier,health}` from the database, refreshed while leading. */
+async function publishInstanceGauge(deps: TermDeps, signal: AbortSignal): Promise<void> {
+  const { setTimeout: sleep } = await import("node:timers/promises");
+  while (!signal.aborted) {
+    try {
+      const rows = await deps.sql<{ phase: string; tier: string; health: string; count: number }[]>`
+        select i.status::text as phase, s.tier::text as tier, i.health_status::text as health, count(*)::int as count
+        from public.instances i join public.subscriptions s on s.id = i.subscription_id
+        group by 1, 2, 3`;
+      deps.metrics.setInstanceCounts(rows);
+    } catch (error) {
+      deps.logger.warn({ err: error }, "could not refresh the instance gauge");
+    }
+    await sleep(deps.tuning.gaugeIntervalMs, undefined, { signal }).catch(() => {});
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Key material the daemon needs: the SSH key for the Dokku user and the master key that derives
+ * per-instance secrets. Configured in production; in sandbox mode (no DOKKU_HOSTS) generated once
+ * into DATA_DIR and reused, so restarts keep the same instance secrets and the same client key.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+
+import ssh2 from "ssh2";
+
+import { type Config, ConfigError } from "../config.ts";
+
+export interface KeyMaterial {
+  readonly sshPrivateKey: string;
+  readonly masterKey: string;
+}
+
+export async function loadKeyMaterial(config: Config, sandboxMode: boolean): Promise<KeyMaterial> {
+  const dir = resolve(config.dataDir);
+  await mkdir(dir, { recursive: true });
+  return { sshPrivateKey: await sshKey(config, sandboxMode, dir), masterKey: await masterKey(config, sandboxMode, dir) };
+}
+
+async function sshKey(config: Config, sandboxMode: boolean, dir: string): Promise<string> {
+  if (config.sshPrivateKey) return config.sshPrivateKey.replace(/\\n/g, "\n");
+  if (config.sshPrivateKeyFile) {
+    return readFile(config.sshPrivateKeyFile, "utf8").catch(() => {
+      throw new ConfigError("SSH_PRIVATE_KEY_FILE", `expected a readable private key file (cannot read ${config.sshPrivateKeyFile})`);
+    });
+  }
+  if (!sandboxMode) throw new ConfigError("SSH_PRIVATE_KEY", "required when DOKKU_HOSTS is set: the private key of the hosts' dokku user (or set SSH_PRIVATE_KEY_FILE)");
+  return readOrCreate(join(dir, "ssh_client_key"), () => ssh2.utils.generateKeyPairSync("ed25519").private);
+}
+
+async function masterKey(config: Config, sandboxMode: boolean, dir: string): Promise<string> {
+  if (config.masterKey) return config.masterKey;
+  if (!sandboxMode) throw new ConfigError("MASTER_KEY", "required when DOKKU_HOSTS is set: at least 32 characters of secret material that derives per-instance secrets");
+  return readOrCreate(join(dir, "master.key"), () => randomBytes(32).toString("base64url"));
+}
+
+async function readOrCreate(file: string, create: () => string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch {
+    const value = create();
+    await writeFile(file, value, { mode: 0o600, flag: "wx" }).catch(() => {});
+    return readFile(file, "utf8");
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * The InstanceStore of the reconciler over Postgres: one subscription's desired-state inputs in,
+ * status out. Rows are mapped to domain types here, at the repository boundary.
+ */
+import type { Sql } from "postgres";
+
+import type { SubscriptionState } from "../reconciler/desired.ts";
+import type {
+  Condition,
+  HealthStatus,
+  HostRef,
+  InstanceRecord,
+  InstanceStatus,
+  InstanceStore,
+  Phase,
+  ReconcileSubject,
+  StatusUpdate,
+  SubscriptionStatus,
+  Tier,
+} from "../reconciler/types.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Serialises placement so two workers never fill the same last slot of a host. */
+const PLACEMENT_LOCK = "mindroom_placement";
+
+interface SubscriptionRow {
+  id: string;
+  account_id: string;
+  tier: Tier;
+  status: SubscriptionStatus;
+  past_due_since: Date | null;
+  canceled_at: Date | null;
+  cancel_at_period_end: boolean;
+  current_period_end: Date | null;
+  region: string | null;
+  max_agents: number | null;
+  max_messages_per_day: number | null;
+  max_storage_gb: number | null;
+  max_platforms: number | null;
+  max_team_members: number | null;
+  features: Record<string, unknown>;
+  memory_mb: number;
+  cpus: string;
+  instance_count: number;
+}
+
+interface InstanceRow {
+  id: string;
+  account_id: string;
+  subdomain: string;
+  desired_state: Phase | null;
+  reconcile_paused: boolean;
+  config: Record<string, unknown>;
+  generation: string;
+  observed_generation: string;
+  status: InstanceStatus;
+  conditions: Condition[];
+  health_status: HealthStatus;
+  host_id: string | null;
+  host_name: string | null;
+  ssh_url: string | null;
+  host_key: string | null;
+}
+
+export function createInstanceStore(sql: Sql): InstanceStore {
+  return {
+    load: (subscriptionId) => loadSubject(sql, subscriptionId),
+    provision: async (subscriptionId) => {
+      await sql`select public.provision_instance(${subscriptionId}::uuid, '{}'::jsonb)`;
+    },
+    place: (instanceId, region) => place(sql, instanceId, region),
+    writeStatus: (instanceId, previous, update) => writeStatus(sql, instanceId, previous, update),
+    listKeys: async () => {
+      const rows = await sql<{ id: string }[]>`
+        select s.id from public.subscriptions s
+        where exists (select 1 from public.instances i where i.subscription_id = s.id and i.status <> 'deprovisioned')
+           or (s.status in ('trialing', 'active', 'past_due')
+               and not exists (select 1 from public.instances i where i.subscription_id = s.id))
+        order by s.id`;
+      return rows.map((row) => row.id);
+    },
+  };
+}
+
+async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileSubject | undefined> {
+  if (!UUID.test(subscriptionId)) return undefined;
+  const [sub] = await sql<SubscriptionRow[]>`
+    select s.id, s.account_id, s.tier, s.status, s.past_due_since, s.canceled_at, s.cancel_at_period_end,
+           s.current_period_end, s.region, s.max_agents, s.max_messages_per_day, s.max_storage_gb,
+           s.max_platforms, s.max_team_members, s.features, t.memory_mb, t.cpus::text as cpus,
+           (select count(*)::int from public.instances i where i.subscription_id = s.id) as instance_count
+    from public.subscriptions s join public.tiers t on t.name = s.tier
+    where s.id = ${subscriptionId}`;
+  if (!sub) return undefined;
+  const [row] = await sql<InstanceRow[]>`
+    select i.id, i.account_id, i.subdomain, i.desired_state, i.reconcile_paused, i.config,
+           i.generation::text as generation, i.observed_generation::text as observed_generation,
+           i.status, i.conditions, i.health_status, i.host_id,
+           h.name as host_name, h.ssh_url, h.host_key
+    from public.instances i left join public.dokku_hosts h on h.id = i.host_id
+    where i.subscription_id = ${subscriptionId} and i.status <> 'deprovisioned'`;
+  return {
+    subscription: toSubscription(sub),
+    tier: sub.tier,
+    instance: row ? toInstance(row) : null,
+    host: row ? toHost(row) : null,
+    instanceCount: sub.instance_count,
+  };
+}
+
+function toSubscription(row: SubscriptionRow): SubscriptionState {
+  const features: Record<string, boolean> = {};
+  for (const [name, value] of Object.entries(row.features ?? {})) features[name] = value === true;
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    tier: row.tier,
+    status: row.status,
+    pastDueSince: row.past_due_since,
+    canceledAt: row.canceled_at,
+    cancelAtPeriodEnd: row.cancel_at_period_end,
+    currentPeriodEnd: row.current_period_end,
+    region: row.region,
+    limits: {
+      maxAgents: row.max_agents,
+      maxMessagesPerDay: row.max_messages_per_day,
+      maxStorageGb: row.max_storage_gb,
+      maxPlatforms: row.max_platforms,
+      maxTeamMembers: row.max_team_members,
+    },
+    features,
+    resources: { memoryMb: row.memory_mb, cpus: Number(row.cpus) },
+  };
+}
+
+function toInstance(row: InstanceRow): InstanceRecord {
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    subdomain: row.subdomain,
+    desiredState: row.desired_state,
+    reconcilePaused: row.reconcile_paused,
+    config: row.config ?? {},
+    generation: Number(row.generation),
+    observedGeneration: Number(row.observed_generation),
+    status: row.status,
+    conditions: row.conditions ?? [],
+    healthStatus: row.health_status,
+    hostId: row.host_id,
+  };
+}
+
+function toHost(row: InstanceRow): HostRef | null {
+  if (!row.host_id || !row.host_name || !row.ssh_url) return null;
+  return { id: row.host_id, name: row.host_name, sshUrl: row.ssh_url, hostKey: row.host_key };
+}
+
+/** The enabled host with the most free capacity (in the region, when one is named); sticky. */
+async function place(sql: Sql, instanceId: string, region: string | null): Promise<HostRef | undefined> {
+  return sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext(${PLACEMENT_LOCK}))`;
+    const [host] = await tx<{ id: string; name: string; ssh_url: string; host_key: string | null }[]>`
+      select h.id, h.name, h.ssh_url, h.host_key
+      from public.dokku_hosts h
+      where h.enabled and (${region}::text is null or h.region = ${region})
+        and h.capacity > (select count(*) from public.instances i where i.host_id = h.id and i.status <> 'deprovisioned')
+      order by h.capacity - (select count(*) from public.instances i where i.host_id = h.id and i.status <> 'deprovisioned') desc, h.name
+      limit 1`;
+    if (!host) return undefined;
+    const placed = await tx`update public.instances set host_id = ${host.id} where id = ${instanceId} and host_id is null`;
+    if (placed.count === 0) {
+      const [current] = await tx<{ id: string; name: string; ssh_url: string; host_key: string | null }[]>`
+        select h.id, h.name, h.ssh_url, h.host_key from public.instances i join public.dokku_hosts h on h.id = i.host_id
+        where i.id = ${instanceId}`;
+      return current ? { id: current.id, name: current.name, sshUrl: current.ssh_url, hostKey: current.host_key } : undefined;
+    }
+    return { id: host.id, name: host.name, sshUrl: host.ssh_url, hostKey: host.host_key };
+  });
+}
+
+async function writeStatus(sql: Sql, instanceId: string, previous: InstanceStatus, update: StatusUpdate): Promise<void> {
+  await sql.begin(async (tx) => {
+    const [row] = await tx<{ account_id: string }[]>`
+      update public.instances set
+        status = ${update.status},
+        conditions = ${tx.json(update.conditions as unknown as Parameters<typeof tx.json>[0])},
+        observed_generation = coalesce(${update.observedGeneration}::bigint, observed_generation),
+        last_error = ${update.lastError},
+        frontend_url = coalesce(${update.urls?.frontend ?? null}, frontend_url),
+        backend_url = coalesce(${update.urls?.backend ?? null}, backend_url),
+        matrix_url = coalesce(${update.urls?.matrix ?? null}, matrix_url)
+      where id = ${instanceId}
+      returning account_id`;
+    if (!row || previous === update.status) return;
+    await tx`
+      insert into public.audit_logs (account_id, instance_id, action, action_category, details, actor, success, error_message)
+      values (${row.account_id}, ${instanceId}, 'instance.status_changed', 'reconcile',
+              ${tx.json({ from: previous, to: update.status })}, 'controller', ${update.lastError === null}, ${update.lastError})`;
+  });
+}

@@ -1,0 +1,54 @@
+/**
+ * The intent journal (`instance_operations`). Every write carries the leader's epoch; the fence
+ * trigger (migration 0003) refuses a stale one, so a deposed leader cannot record, and therefore
+ * cannot run, another action.
+ */
+import type { Sql } from "postgres";
+
+import type { Journal } from "../reconciler/types.ts";
+
+export function createJournal(sql: Sql): Journal {
+  return {
+    begin: async (entry) => {
+      const [row] = await sql<{ id: string }[]>`
+        insert into public.instance_operations (instance_id, action, target, params_hash, epoch, attempt)
+        values (${entry.instanceId}, ${entry.action}, ${entry.target}, ${entry.paramsHash}, ${entry.epoch},
+          1 + (select count(*) from public.instance_operations o
+               where o.instance_id = ${entry.instanceId} and o.action = ${entry.action}
+                 and o.target = ${entry.target} and o.params_hash = ${entry.paramsHash} and o.status <> 'succeeded'))
+        returning id`;
+      return Number(row!.id);
+    },
+    finish: async (id, outcome, error, epoch) => {
+      await sql`
+        update public.instance_operations
+        set status = ${outcome}, finished_at = now(), error = ${error}, epoch = ${epoch}
+        where id = ${id}`;
+    },
+    recoverPending: async (instanceId, epoch) => {
+      const rows = await sql`
+        update public.instance_operations
+        set status = 'unknown', finished_at = now(), epoch = ${epoch},
+            error = 'the process running this action stopped before recording its outcome'
+        where instance_id = ${instanceId} and status = 'pending'`;
+      return rows.count;
+    },
+  };
+}
+
+export interface OperationRow {
+  readonly id: number;
+  readonly action: string;
+  readonly target: string;
+  readonly status: string;
+  readonly startedAt: Date;
+  readonly error: string | null;
+}
+
+/** The latest journal entries of an instance, newest first (for `status` and tests). */
+export async function recentOperations(sql: Sql, instanceId: string, limit = 20): Promise<OperationRow[]> {
+  const rows = await sql<{ id: string; action: string; target: string; status: string; started_at: Date; error: string | null }[]>`
+    select id, action, target, status, started_at, error from public.instance_operations
+    where instance_id = ${instanceId} order by id desc limit ${limit}`;
+  return rows.map((row) => ({ id: Number(row.id), action: row.action, target: row.target, status: row.status, startedAt: row.started_at, error: row.error }));
+}
