@@ -1,2 +1,2 @@
-export { type Delivery, deliver, type DeliveryPlan, type DeliveryResult, planDeliveries, type PlanChoices, signedRequest } from "./delivery.ts";
+export { deliver, type Delivery, type DeliveryPlan, type DeliveryResult, type PlanChoices, planDeliveries, signedRequest } from "./delivery.ts";
 export { FAKE_API_KEY, FakeClock, type FakeStripe, startFakeStripe } from "./server.ts";

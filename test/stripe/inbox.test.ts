@@ -3,8 +3,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest"
 import { StripeInbox, type StripeInboxOptions } from "../../src/sources/stripe-inbox.ts";
 import { eventObject, priceObject, subscriptionObject } from "../../src/sources/stripe-objects.ts";
 import { inboxSummary } from "../../src/state/stripe-events.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
 
 let db: TestDatabase;
@@ -137,7 +137,7 @@ describe("payload mode (no API key)", () => {
     clock.advance(60);
     sim.failPayment(sub);
     const failure = sim.events.slice(before);
-    await ingest(db.sql, failure.filter((e) => e.type.startsWith("invoice.")));
+    await ingest(db.sql, failure.filter((e) => String(e.type).startsWith("invoice.")));
     await worker.processPendingOnce();
     expect((await subscriptionRow(db.sql, sub))?.status).toBe("active");
     await ingest(db.sql, failure);

@@ -1,0 +1,77 @@
+/**
+ * Wiring of the Stripe source for src/main.ts: the webhook handler, the inbox worker and (with an
+ * API key) the catch-up loop, from the parsed configuration.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+import type { Sql } from "postgres";
+import Stripe from "stripe";
+
+import { createStripeWebhookHandler, type StripeLogger } from "./stripe.ts";
+import { describeMode, type StripeClient } from "./stripe-apply.ts";
+import { runCatchup, type StripeCatchupOptions } from "./stripe-catchup.ts";
+import { StripeInbox, type StripeInboxOptions } from "./stripe-inbox.ts";
+import type { PriceTierMap } from "./stripe-map.ts";
+import type { StripeMetrics } from "./stripe-metrics.ts";
+import { STRIPE_API_VERSION } from "./stripe-objects.ts";
+
+/** The `stripe` part of src/config.ts's Config. */
+export interface StripeConfig {
+  readonly webhookSecrets: readonly string[];
+  readonly apiKey: string | undefined;
+  readonly apiBase: string | undefined;
+  readonly priceTiers: PriceTierMap;
+}
+
+/** The stripe-node client, or null without an API key. `apiBase` (e.g. http://127.0.0.1:12111) points it at a fake. */
+export function createStripeClient(config: Pick<StripeConfig, "apiKey" | "apiBase">): Stripe | null {
+  if (!config.apiKey) return null;
+  const base = config.apiBase ? new URL(config.apiBase) : null;
+  const protocol = base?.protocol === "http:" ? "http" : "https";
+  const options: Stripe.StripeConfig = { maxNetworkRetries: 2, timeout: 30_000, telemetry: false };
+  options.apiVersion = STRIPE_API_VERSION as NonNullable<Stripe.StripeConfig["apiVersion"]>;
+  if (base) {
+    options.host = base.hostname;
+    options.port = Number(base.port || (protocol === "http" ? 80 : 443));
+    options.protocol = protocol;
+  }
+  return new Stripe(config.apiKey, options);
+}
+
+export interface StripeSourcesDeps {
+  readonly sql: Sql;
+  readonly config: { readonly stripe: StripeConfig };
+  /** Overrides the client built from the config (tests). null forces payload mode. */
+  readonly stripeClient?: StripeClient | null;
+  readonly metrics: StripeMetrics;
+  readonly logger: StripeLogger;
+  readonly inbox?: Partial<StripeInboxOptions>;
+  readonly catchup?: Partial<StripeCatchupOptions>;
+}
+
+export interface StripeSources {
+  /** `POST /webhooks/stripe`; null when no webhook secret is configured (answer 404/503 then). */
+  readonly webhook: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | null;
+  readonly inbox: StripeInbox;
+  readonly apiMode: boolean;
+  /** Resolves when the worker and the catch-up loop have stopped (after `signal` aborts). */
+  readonly done: Promise<void>;
+}
+
+/** Starts the inbox worker (and catch-up with an API key) until `signal` aborts; logs the mode once. */
+export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal): StripeSources {
+  const { sql, metrics, logger } = deps;
+  const stripe = deps.stripeClient === undefined ? createStripeClient(deps.config.stripe) : deps.stripeClient;
+  const priceTiers = deps.config.stripe.priceTiers;
+  const inbox = new StripeInbox({ sql, stripe, priceTiers, metrics, logger, ...deps.inbox });
+  const webhook =
+    deps.config.stripe.webhookSecrets.length > 0
+      ? createStripeWebhookHandler({ sql, secrets: deps.config.stripe.webhookSecrets, metrics, logger, onStored: () => inbox.wake() })
+      : null;
+  logger.info({ apiMode: stripe !== null, webhook: webhook !== null }, describeMode(stripe !== null));
+  const loops: Promise<void>[] = [inbox.start(signal)];
+  if (stripe !== null) {
+    loops.push(runCatchup({ sql, stripe, priceTiers, metrics, logger, onStored: () => inbox.wake(), ...deps.catchup }, signal));
+  }
+  return { webhook, inbox, apiMode: stripe !== null, done: Promise.all(loops).then(() => undefined) };
+}
