@@ -13,7 +13,11 @@ import { TerminalError } from "../../errors.ts";
 import type { Action, ResourceLimits, StorageSpec } from "../../reconciler/types.ts";
 import { type DokkuVersion, versionAtLeast } from "./version.ts";
 
-/** Linux MAX_ARG_STRLEN (131072) bounds `SSH_ORIGINAL_COMMAND=<cmd>`; keep a margin below it. */
+/**
+ * Linux MAX_ARG_STRLEN (131072) bounds `SSH_ORIGINAL_COMMAND=<cmd>`; keep a margin below it.
+ * Hosts whose SSH server takes smaller packets (the ssh2-based sandbox: 35000 bytes per packet)
+ * pass a lower limit through the driver's `maxCommandBytes`.
+ */
 export const MAX_COMMAND_BYTES = 130_000;
 /** Where `storage:ensure-directory` creates entries (reference §7.6). */
 export const STORAGE_ROOT = "/var/lib/dokku/data/storage";
@@ -83,7 +87,7 @@ function command(...argv: string[]): Command {
  * Dokku's re-splitting, or the command could exceed the kernel's single-argument limit.
  * Global flags (leading `--quiet`, `--force`) are literal words we put there ourselves.
  */
-export function renderCommand(argv: readonly string[]): string {
+export function renderCommand(argv: readonly string[], maxBytes = MAX_COMMAND_BYTES): string {
   const first = argv.findIndex((word) => !word.startsWith("--"));
   argv.forEach((word, index) => {
     const isGlobalFlag = index < first && (word === "--quiet" || word === "--force");
@@ -92,8 +96,8 @@ export function renderCommand(argv: readonly string[]): string {
     }
   });
   const line = argv.join(" ");
-  if (Buffer.byteLength(line) > MAX_COMMAND_BYTES) {
-    refuse("CommandTooLong", `${subcommandOf(argv)} command is ${Buffer.byteLength(line)} bytes, over the ${MAX_COMMAND_BYTES}-byte limit`);
+  if (Buffer.byteLength(line) > maxBytes) {
+    refuse("CommandTooLong", `${subcommandOf(argv)} command is ${Buffer.byteLength(line)} bytes, over the ${maxBytes}-byte limit`);
   }
   return line;
 }
@@ -102,10 +106,10 @@ export function renderCommand(argv: readonly string[]): string {
  * `config:set --encoded --no-restart` commands for `env`, packed greedily under the size limit.
  * Values never appear in messages. A single pair that cannot fit is refused before anything runs.
  */
-export function configSetCommands(app: string, env: Readonly<Record<string, string>>): Command[] {
+export function configSetCommands(app: string, env: Readonly<Record<string, string>>, maxBytes = MAX_COMMAND_BYTES): Command[] {
   validateAppName(app);
   const prefix = ["--quiet", "config:set", "--encoded", "--no-restart", app];
-  const budget = MAX_COMMAND_BYTES - Buffer.byteLength(prefix.join(" "));
+  const budget = maxBytes - Buffer.byteLength(prefix.join(" "));
   const batches: string[][] = [];
   let current: string[] = [];
   let size = 0;
@@ -149,7 +153,7 @@ export function storageHostPath(entry: string): string {
 }
 
 /** The commands of one mutating action, in order. Validates everything before returning. */
-export function actionCommands(action: Exclude<Action, { kind: "backup" }>, version: DokkuVersion): Command[] {
+export function actionCommands(action: Exclude<Action, { kind: "backup" }>, version: DokkuVersion, maxBytes = MAX_COMMAND_BYTES): Command[] {
   const app = validateAppName(action.app);
   switch (action.kind) {
     case "createApp":
@@ -159,7 +163,7 @@ export function actionCommands(action: Exclude<Action, { kind: "backup" }>, vers
       return [command("storage:ensure-directory", entry), command("storage:mount", app, `${storageHostPath(entry)}:${mountPath}`)];
     }
     case "setConfig":
-      return configSetCommands(app, action.env);
+      return configSetCommands(app, action.env, maxBytes);
     case "setResources":
       return [resourceLimitCommand(app, action.resources)];
     case "setDomains":
