@@ -3,6 +3,8 @@
  * when a failing component is restarted, when the controller gives up, and when each instance is
  * probed. Pure: no I/O, no clock (`now` is a parameter), no randomness.
  */
+import { createHash } from "node:crypto";
+
 import type { Component } from "./types.ts";
 
 /** The aggregate the prober writes to `instances.health_status` (never "unknown": that is "not probed yet"). */
@@ -111,15 +113,11 @@ export function restartAllowedAt(lastRestartAt: Date | null, now: Date): Date | 
 
 /**
  * Each instance's own phase inside the probe interval, in [0, intervalMs): a stable hash of its id
- * (FNV-1a), so probes of many instances spread evenly over the interval instead of arriving all at
+ * (the first 32 bits of its SHA-256; FNV-1a alone clusters sequential ids), so probes of many instances spread evenly over the interval instead of arriving all at
  * once, and a restarted controller keeps every instance's rhythm.
  */
 export function phaseOffsetMs(instanceId: string, intervalMs: number): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < instanceId.length; i++) {
-    hash ^= instanceId.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
+  const hash = createHash("sha256").update(instanceId).digest().readUInt32BE(0);
   return Math.floor((hash / 0x1_0000_0000) * intervalMs);
 }
 

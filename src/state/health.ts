@@ -9,7 +9,7 @@
  *   without recovery"); `markRecovered` resets it. Failures in a row are counted only after
  *   `last_restart_at`: probes from before a restart describe the previous process.
  */
-import type { Sql, TransactionSql } from "postgres";
+import type { JSONValue, Sql, TransactionSql } from "postgres";
 
 import { type AggregateHealth, consecutiveFailures } from "../reconciler/health-policy.ts";
 import { type Component, COMPONENTS } from "../reconciler/types.ts";
@@ -67,22 +67,22 @@ export async function recordResults(sql: Sql, instanceId: string, round: RoundRe
     await tx`
       insert into health_checks (instance_id, component, ok, status_code, latency_ms, error, checked_at)
       select ${instanceId}, r.component, r.ok, r.status_code, r.latency_ms, r.error, ${round.checkedAt}
-      from jsonb_to_recordset(${JSON.stringify(round.results.map(toRow))}::jsonb)
+      from jsonb_to_recordset(${tx.json(round.results.map(toRow))})
         as r(component text, ok boolean, status_code int, latency_ms int, error text)`;
     const [previous] = await tx<{ previous: string }[]>`
-      select public.update_instance_health(${instanceId}, ${round.health}, ${JSON.stringify(healthDetails(round))}::jsonb) as previous`;
+      select public.update_instance_health(${instanceId}, ${round.health}, ${tx.json(healthDetails(round))}) as previous`;
     await updateUptime(tx, instanceId, round.checkedAt);
     return previous?.previous ?? "unknown";
   });
 }
 
-function toRow(r: ProbeResult): Record<string, unknown> {
+function toRow(r: ProbeResult): JSONValue {
   return { component: r.component, ok: r.ok, status_code: r.statusCode, latency_ms: Math.max(0, Math.round(r.latencyMs)), error: r.error };
 }
 
 /** `instances.health_details`: the aggregate's inputs, per component. */
-export function healthDetails(round: RoundRecord): Record<string, unknown> {
-  const components: Record<string, unknown> = {};
+export function healthDetails(round: RoundRecord): { [key: string]: JSONValue } {
+  const components: { [component: string]: JSONValue } = {};
   for (const r of round.results) {
     components[r.component] = { ok: r.ok, statusCode: r.statusCode, latencyMs: Math.round(r.latencyMs), error: r.error };
   }
@@ -206,14 +206,14 @@ export interface HealthAlert {
  * the same key inserts nothing. Returns true when a notification was queued.
  */
 export async function raiseHealthAlert(sql: Db, alert: HealthAlert): Promise<boolean> {
-  const payload = JSON.stringify({ reason: alert.reason, components: alert.components, incident: alert.incidentKey });
+  const payload = sql.json({ reason: alert.reason, components: alert.components, incident: alert.incidentKey });
   const rows = await sql<{ id: string }[]>`
     insert into notifications (account_id, instance_id, kind, dedupe_key, recipient, subject, body, payload)
     select a.id, i.id, 'health_alert', 'health_alert:' || i.id::text || ':' || ${alert.incidentKey}::text, a.email,
            'MindRoom instance ' || i.subdomain || ' is unhealthy',
            'Your MindRoom instance ' || i.subdomain || ' stopped answering health checks and automatic restarts did not help ('
              || ${alert.reason}::text || '). We are looking into it.',
-           ${payload}::jsonb
+           ${payload}
     from instances i join accounts a on a.id = i.account_id
     where i.id = ${alert.instanceId}
     on conflict (dedupe_key) do nothing
