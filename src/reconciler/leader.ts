@@ -100,6 +100,8 @@ export class LeaderElector {
   /** Terms ended so far: an attempt that spans a term's end is stale and ignored. */
   private endedTerms = 0;
   private stopping = false;
+  /** The drain of the term that was active when stop was requested: the lease is renewed meanwhile. */
+  private stopDrain: Promise<void> | null = null;
   private running = false;
   private lastHolder: string | null | undefined = undefined;
   private inflight: Promise<unknown> = Promise.resolve();
@@ -138,6 +140,15 @@ export class LeaderElector {
     if (this.running) throw new Error("LeaderElector is already running");
     this.running = true;
     this.stopping = false;
+    this.stopDrain = null;
+    // Synchronous, so the term signal aborts in the same tick as the stop request.
+    const onStop = (): void => {
+      this.stopping = true;
+      const wasLeading = this.term !== null;
+      this.endTerm("stopping");
+      if (wasLeading) this.stopDrain = this.drain ?? Promise.resolve();
+    };
+    signal.addEventListener("abort", onStop, { once: true });
     this.log.info({ lease: this.name, identity: this.identity }, "leader election: campaigning");
     try {
       while (!signal.aborted) {
@@ -147,6 +158,8 @@ export class LeaderElector {
         await pause(this.term ? this.retryPeriodMs : this.retryPeriodMs * (1 + 0.2 * Math.random()), signal);
       }
     } finally {
+      signal.removeEventListener("abort", onStop);
+      if (!this.stopping) onStop(); // start() failed without a stop request
       await this.shutdown();
       this.running = false;
     }
@@ -222,10 +235,7 @@ export class LeaderElector {
   }
 
   private async shutdown(): Promise<void> {
-    this.stopping = true;
-    const wasLeading = this.term !== null;
-    this.endTerm("stopping");
-    if (wasLeading && this.drain) await this.renewWhile(this.drain);
+    if (this.stopDrain) await this.renewWhile(this.stopDrain);
     await this.settleDrain();
     await within(this.inflight, this.attemptTimeoutMs).catch(() => undefined);
     if (this.releaseOnStop) await this.release();
@@ -233,16 +243,21 @@ export class LeaderElector {
     this.log.info({ lease: this.name, identity: this.identity }, "leader election: stopped");
   }
 
-  /** Keeps the lease alive until `done` settles, so no other replica acts while we drain. */
+  /**
+   * Keeps the lease alive until `done` settles, so no other replica acts while we drain. Stops
+   * renewing as soon as another replica holds the lease. (If ours expired meanwhile, an attempt
+   * re-takes it without starting a term; the release that follows frees it again.)
+   */
   private async renewWhile(done: Promise<void>): Promise<void> {
     let finished = false;
     void done.then(() => (finished = true));
     const wait = new AbortController();
-    for (;;) {
+    while (this.lastHolder === this.identity) {
       await Promise.race([done, pause(this.retryPeriodMs, wait.signal)]);
       if (finished) break;
       await this.attempt(wait.signal);
     }
+    await done;
     wait.abort();
   }
 
