@@ -93,6 +93,7 @@ export class SshFrontend {
       this.held.delete(s);
     });
     s.on("error", () => undefined);
+    s.setNoDelay(true);
     if (!this.o.faults.unresponsive) return this.ssh.injectSocket(s);
     // Accept TCP, say nothing: the client's handshake times out. Released when cleared.
     this.held.add(s);
