@@ -115,7 +115,7 @@ export class LeaderElector {
     this.ttlMs = options.ttlMs ?? d.ttlMs;
     this.renewDeadlineMs = options.renewDeadlineMs ?? d.renewDeadlineMs;
     this.retryPeriodMs = options.retryPeriodMs ?? d.retryPeriodMs;
-    this.attemptTimeoutMs = options.attemptTimeoutMs ?? Math.max(this.retryPeriodMs, this.renewDeadlineMs / 2);
+    this.attemptTimeoutMs = options.attemptTimeoutMs ?? Math.max(this.retryPeriodMs, Math.ceil(this.renewDeadlineMs / 2));
     this.releaseOnStop = options.releaseOnStop ?? d.releaseOnStop;
     this.onStarted = options.onStartedLeading;
     this.onStopped = options.onStoppedLeading;
@@ -220,7 +220,7 @@ export class LeaderElector {
     clearTimeout(term.deadline);
     this.term = null;
     this.endedTerms += 1;
-    term.controller.abort(new Error(`leadership lost: ${reason}`));
+    term.controller.abort(new Error(`leadership ended: ${reason}`));
     this.gauge.set({ name: this.name }, 0);
     this.log.warn({ lease: this.name, epoch: term.epoch, reason }, "leader election: stopped leading");
     const onStopped = this.onStopped;
