@@ -17,7 +17,7 @@ import { findOrphans } from "../reconciler/plan.ts";
 import { WorkQueue } from "../reconciler/queue.ts";
 import { Reconciler } from "../reconciler/reconcile.ts";
 import { DEFAULT_TEMPLATE } from "../reconciler/template.ts";
-import type { Component } from "../reconciler/types.ts";
+import type { Component, Driver } from "../reconciler/types.ts";
 import { defaultDomainFor, HealthProber } from "../sources/health.ts";
 import { Resync } from "../sources/resync.ts";
 import { startSqlSource } from "../sources/sql.ts";
@@ -88,24 +88,15 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
   });
   const observer = new Observer({ driver, hostTtlMs: tuning.hostObserveTtlMs, deepIntervalMs: tuning.deepObserveIntervalMs, now: () => tuning.now().getTime() });
   const leader: { elector?: LeaderElector } = {};
-  const reconciler = new Reconciler({
-    store: createInstanceStore(sql),
-    journal: createJournal(sql),
-    backups: createBackups(sql, options.backupDir),
+  const reconciler = buildReconciler({
+    sql,
+    config,
     driver,
     observer,
-    desiredOptions: {
-      gracePeriodMs: config.gracePeriodMs,
-      retentionPeriodMs: config.retentionPeriodMs,
-      baseDomain: config.baseDomain,
-      masterKey: options.masterKey,
-      template: DEFAULT_TEMPLATE,
-      tls: !config.baseDomain.endsWith("localhost"),
-    },
+    masterKey: options.masterKey,
+    backupDir: options.backupDir,
     now: tuning.now,
     epoch: () => leader.elector?.epoch() ?? undefined,
-    health: createHealthGate(sql),
-    allowOrphanDestroy: config.allowOrphanDestroy,
     onDrift: (kind) => metrics.drift.inc({ kind }),
     onConverged: (seconds) => metrics.convergeSeconds.observe(seconds),
   });
@@ -146,6 +137,45 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
       await driver.close();
     },
   };
+}
+
+export interface ReconcilerWiring {
+  readonly sql: Sql;
+  readonly config: Config;
+  readonly driver: Driver;
+  readonly observer: Observer;
+  readonly masterKey: string;
+  readonly backupDir: string;
+  readonly now: () => Date;
+  readonly epoch: () => number | undefined;
+  readonly onDrift?: (kind: string) => void;
+  readonly onConverged?: (seconds: number) => void;
+}
+
+/** The Reconciler over Postgres and a driver: shared by the daemon and the one-shot commands. */
+export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
+  const { sql, config } = wiring;
+  return new Reconciler({
+    store: createInstanceStore(sql),
+    journal: createJournal(sql),
+    backups: createBackups(sql, wiring.backupDir),
+    driver: wiring.driver,
+    observer: wiring.observer,
+    desiredOptions: {
+      gracePeriodMs: config.gracePeriodMs,
+      retentionPeriodMs: config.retentionPeriodMs,
+      baseDomain: config.baseDomain,
+      masterKey: wiring.masterKey,
+      template: DEFAULT_TEMPLATE,
+      tls: !config.baseDomain.endsWith("localhost"),
+    },
+    now: wiring.now,
+    epoch: wiring.epoch,
+    health: createHealthGate(sql),
+    allowOrphanDestroy: config.allowOrphanDestroy,
+    ...(wiring.onDrift ? { onDrift: wiring.onDrift } : {}),
+    ...(wiring.onConverged ? { onConverged: wiring.onConverged } : {}),
+  });
 }
 
 interface TermDeps extends ControllerRuntimeOptions {

@@ -1,0 +1,64 @@
+/**
+ * What the one-shot commands that look at hosts need: the database, key material, a driver and a
+ * reconciler built exactly as the daemon builds them. In sandbox mode the sandbox host lives in
+ * the `serve` process, so these commands reach it only while `serve` runs.
+ */
+import { join, resolve } from "node:path";
+
+import type { Sql } from "postgres";
+import { Registry } from "prom-client";
+
+import { createDokkuDriver } from "../drivers/dokku/driver.ts";
+import { Observer } from "../reconciler/observe.ts";
+import type { Reconciler } from "../reconciler/reconcile.ts";
+import { buildReconciler } from "../runtime/controller.ts";
+import { needsSandbox } from "../runtime/hosts.ts";
+import { loadKeyMaterial } from "../runtime/secrets.ts";
+import { pinHostKey } from "../state/hosts.ts";
+import type { CommandContext } from "./common.ts";
+
+export interface ControllerContext {
+  readonly reconciler: Reconciler;
+  close(): Promise<void>;
+}
+
+export async function openControllerContext(ctx: CommandContext, epoch: () => number | undefined): Promise<ControllerContext> {
+  const { config, db } = ctx;
+  const sandboxMode = await needsSandbox(db.sql, config);
+  const keys = await loadKeyMaterial(config, sandboxMode);
+  const driver = createDokkuDriver({
+    privateKey: keys.sshPrivateKey,
+    registry: new Registry(),
+    logger: ctx.logger,
+    commandTimeoutMs: 60_000,
+    onHostKeyLearned: (hostId, hostKey) => pinHostKey(db.sql, hostId, hostKey),
+  });
+  const now = () => new Date();
+  const observer = new Observer({ driver, hostTtlMs: 5_000, deepIntervalMs: 0, now: () => Date.now() });
+  const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupDir: join(resolve(config.dataDir), "backups"), now, epoch });
+  return { reconciler, close: () => driver.close() };
+}
+
+export interface InstanceKey {
+  readonly subscriptionId: string;
+  readonly instanceId: string | null;
+  readonly subdomain: string | null;
+}
+
+/** Resolves an instance id, a subdomain or a subscription id to the work-queue key. */
+export async function resolveKey(sql: Sql, id: string): Promise<InstanceKey | undefined> {
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
+  const [row] = await sql<{ subscription_id: string; instance_id: string | null; subdomain: string | null }[]>`
+    select i.subscription_id, i.id as instance_id, i.subdomain from public.instances i
+    where (${uuid} and i.id = ${uuid ? id : null}::uuid) or i.subdomain = ${id}
+    union all
+    select s.id, null, null from public.subscriptions s where ${uuid} and s.id = ${uuid ? id : null}::uuid
+    limit 1`;
+  return row ? { subscriptionId: row.subscription_id, instanceId: row.instance_id, subdomain: row.subdomain } : undefined;
+}
+
+/** Every key worth planning: subscriptions with a live instance or one that should get one. */
+export async function allKeys(sql: Sql): Promise<string[]> {
+  const { createInstanceStore } = await import("../state/instances.ts");
+  return createInstanceStore(sql).listKeys();
+}

@@ -1,0 +1,101 @@
+/**
+ * `mindroom-reconciler status`: one row per instance (phase desired and observed, health, host,
+ * generation, last error) and, in words, why it is not converged. Reads the database only.
+ */
+import type { Sql } from "postgres";
+
+import type { Condition } from "../reconciler/types.ts";
+import { withDatabase } from "./common.ts";
+
+interface Row {
+  subdomain: string;
+  tier: string;
+  sub_status: string;
+  desired_state: string | null;
+  status: string;
+  health_status: string;
+  host: string | null;
+  generation: string;
+  observed_generation: string;
+  last_error: string | null;
+  reconcile_paused: boolean;
+  conditions: Condition[];
+  pending_ops: number;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.length > 0) {
+    process.stderr.write("usage: mindroom-reconciler status\n");
+    return 2;
+  }
+  return withDatabase(async ({ db }) => {
+    const rows = await loadRows(db.sql);
+    printTable(rows);
+    await printInbox(db.sql);
+    return 0;
+  });
+}
+
+async function loadRows(sql: Sql): Promise<Row[]> {
+  return sql<Row[]>`
+    select i.subdomain, s.tier::text as tier, s.status::text as sub_status, i.desired_state::text as desired_state,
+           i.status::text as status, i.health_status::text as health_status, h.name as host,
+           i.generation::text as generation, i.observed_generation::text as observed_generation,
+           i.last_error, i.reconcile_paused, i.conditions,
+           (select count(*)::int from public.instance_operations o where o.instance_id = i.id and o.status in ('pending', 'unknown')) as pending_ops
+    from public.instances i
+    join public.subscriptions s on s.id = i.subscription_id
+    left join public.dokku_hosts h on h.id = i.host_id
+    where i.status <> 'deprovisioned' or i.updated_at > now() - interval '1 day'
+    order by i.subdomain`;
+}
+
+function printTable(rows: Row[]): void {
+  const header = ["INSTANCE", "TIER", "BILLING", "DESIRED", "OBSERVED", "HEALTH", "HOST", "GEN", "WHY NOT CONVERGED"];
+  const body = rows.map((row) => [
+    row.subdomain,
+    row.tier,
+    row.sub_status,
+    desiredPhase(row),
+    row.status,
+    row.health_status,
+    row.host ?? "-",
+    `${row.observed_generation}/${row.generation}`,
+    whyNotConverged(row),
+  ]);
+  const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => (cells[column] ?? "").length)));
+  for (const cells of [header, ...body]) {
+    process.stdout.write(`${cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd()}\n`);
+  }
+  if (rows.length === 0) process.stdout.write("(no instances)\n");
+}
+
+function desiredPhase(row: Row): string {
+  return row.desired_state ?? "(billing)";
+}
+
+/** In words: the first thing that keeps this instance from its desired state. */
+export function whyNotConverged(row: Pick<Row, "reconcile_paused" | "last_error" | "generation" | "observed_generation" | "pending_ops" | "conditions" | "status" | "health_status">): string {
+  if (row.reconcile_paused) return "reconcile paused: the controller observes and acts on nothing";
+  if (row.last_error) return `last pass failed: ${row.last_error}`;
+  if (row.pending_ops > 0) return `${row.pending_ops} action(s) of unknown outcome: the next pass observes before acting`;
+  if (row.generation !== row.observed_generation) return "desired state changed; the controller has not converged on it yet";
+  const ready = row.conditions.find((condition) => condition.type === "Ready");
+  if (ready && ready.status !== "True") return `${ready.reason}: ${ready.message}`;
+  if (row.status === "running" && row.health_status !== "healthy" && row.health_status !== "unknown") return `running but ${row.health_status}`;
+  return "-";
+}
+
+async function printInbox(sql: Sql): Promise<void> {
+  const [inbox] = await sql<{ pending: number; dead: number; oldest: Date | null }[]>`
+    select count(*) filter (where status in ('pending', 'failed'))::int as pending,
+           count(*) filter (where status = 'dead')::int as dead,
+           min(received_at) filter (where status in ('pending', 'failed')) as oldest
+    from public.stripe_events`;
+  if (!inbox) return;
+  process.stdout.write(`\nstripe inbox: ${inbox.pending} pending${inbox.oldest ? ` (oldest received ${inbox.oldest.toISOString()})` : ""}, ${inbox.dead} dead-lettered\n`);
+  if (inbox.dead === 0) return;
+  const dead = await sql<{ id: string; type: string; last_error: string | null }[]>`
+    select id, type, last_error from public.stripe_events where status = 'dead' order by received_at desc limit 10`;
+  for (const event of dead) process.stdout.write(`  dead: ${event.id} ${event.type}: ${event.last_error ?? "(no error recorded)"}\n`);
+}
