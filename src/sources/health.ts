@@ -204,10 +204,19 @@ export class HealthProber {
     await Promise.allSettled([...running]);
   }
 
-  /** Probes now: one instance (if it is a probe target) or every target. Stores and reports as scheduled rounds do. */
+  /**
+   * Probes now: one instance (if it is a probe target) or every target, storing and reporting as
+   * scheduled rounds do. A round that cannot be stored (e.g. the instance was deleted meanwhile) is
+   * logged and left out of the answer; failing to list targets rejects.
+   */
   async probeOnce(instanceId?: string): Promise<ProbeRound[]> {
     const targets = (await listProbeTargets(this.o.sql)).filter((t) => instanceId === undefined || t.instanceId === instanceId);
-    return Promise.all(targets.map((t) => this.probeInstance(t)));
+    const settled = await Promise.allSettled(targets.map((t) => this.probeInstance(t)));
+    return settled.flatMap((s, i) => {
+      if (s.status === "fulfilled") return [s.value];
+      this.o.logger.error({ err: coerceError(s.reason), instance: targets[i]?.instanceId }, "health round failed");
+      return [];
+    });
   }
 
   private async refresh(schedule: Map<string, ScheduledTarget>, now: number): Promise<void> {

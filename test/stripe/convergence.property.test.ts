@@ -14,9 +14,9 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { catchUpEvents } from "../../src/sources/stripe-catchup.ts";
 import { StripeInbox } from "../../src/sources/stripe-inbox.ts";
 import type { JsonObject, PaidTier } from "../../src/sources/stripe-objects.ts";
-import { type StripeSim, SimStateError } from "../../src/sources/stripe-sim.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { SimStateError,type StripeSim } from "../../src/sources/stripe-sim.ts";
 import { deliver, FakeClock, planDeliveries, startFakeStripe } from "../fake-stripe/index.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { newMetrics, SECRET, silentLogger, startWebhookServer, subscriptionRow, type WebhookServer } from "./helpers.ts";
 
 let db: TestDatabase;
