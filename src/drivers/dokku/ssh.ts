@@ -183,7 +183,11 @@ export class SshPool implements CommandRunner {
     const ready = (async (): Promise<void> => {
       if (attempt > 0) await sleep(backoffDelay(attempt));
       await new Promise<void>((resolve, reject) => {
-        client.once("ready", () => resolve());
+        // Small request/response packets: Nagle plus delayed ACKs would add ~40 ms per command.
+        client.once("ready", () => {
+          client.setNoDelay(true);
+          resolve();
+        });
         client.on("error", (err) => reject(keyError ?? err));
         client.on("close", () => reject(keyError ?? new Error("connection closed before it was ready")));
         client.connect(this.connectConfig((err) => (keyError = err)));
