@@ -1,0 +1,98 @@
+/**
+ * An in-process controller against real Postgres (a cloned test database with the seed) and a
+ * sandbox Dokku host over real SSH. The clock the reconciler sees can be moved forward.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import ssh2 from "ssh2";
+
+import { loadConfig } from "../../src/config.ts";
+import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
+import { type ControllerRuntime, createControllerRuntime } from "../../src/runtime/controller.ts";
+import { seed } from "../../src/state/db.ts";
+import { upsertHost } from "../../src/state/hosts.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+
+export interface Harness {
+  readonly db: TestDatabase;
+  readonly sandbox: Sandbox;
+  readonly runtime: ControllerRuntime;
+  readonly registry: Registry;
+  readonly backupDir: string;
+  /** Moves the reconciler's clock forward. */
+  advance(ms: number): void;
+  stop(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  readonly env?: Record<string, string>;
+  readonly dokkuVersion?: string;
+  readonly seed?: boolean;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const db = await createTestDatabase({ max: 10 });
+  if (options.seed !== false) await seed(db.sql);
+  const key = ssh2.utils.generateKeyPairSync("ed25519");
+  const sandbox = await startSandbox({ dokkuVersion: options.dokkuVersion ?? "0.38", authorizedKeys: [key.public] });
+  await upsertHost(db.sql, { name: "sandbox", sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000 });
+  const backupDir = await mkdtemp(join(tmpdir(), "mindroom-backups-"));
+  const config = loadConfig({ RESYNC_INTERVAL: "1s", HEALTH_INTERVAL: "1h", LOG_LEVEL: "warn", ...options.env });
+  let offset = 0;
+  const registry = new Registry();
+  const runtime = createControllerRuntime({
+    sql: db.sql,
+    config,
+    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+    registry,
+    sshPrivateKey: key.private,
+    masterKey: "test-master-key-0123456789abcdef0123456789",
+    backupDir,
+    tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset) },
+  });
+  const stopping = new AbortController();
+  const done = runtime.run(stopping.signal);
+  return {
+    db,
+    sandbox,
+    runtime,
+    registry,
+    backupDir,
+    advance: (ms) => {
+      offset += ms;
+    },
+    stop: async () => {
+      stopping.abort();
+      await done;
+      await sandbox.close();
+      await db.drop();
+      await rm(backupDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `check` until it returns true; fails with `what` after `timeoutMs`. */
+export async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`timed out waiting for: ${what}`, { cause: lastError });
+}
+
+export const SEED_SUBDOMAINS = ["demo-free", "demo-starter", "demo-pro", "demo-enterprise"] as const;
+export const COMPONENT_NAMES = ["matrix", "backend", "frontend"] as const;
+
+export function appsOf(subdomain: string): string[] {
+  return COMPONENT_NAMES.map((component) => `${subdomain}-${component}`);
+}
