@@ -99,7 +99,7 @@ async function drain(inbox: StripeInbox): Promise<void> {
   }
 }
 
-function buildLifecycle(sim: StripeSim, clock: FakeClock, life: fc.RecordValue<{ tier: PaidTier; start: string; steps: Array<[Step, number]> }>, minGap: number): string {
+function buildLifecycle(sim: StripeSim, clock: FakeClock, life: { tier: PaidTier; start: string; steps: Array<[Step, number]> }, minGap: number): string {
   const customer = sim.createCustomer({ email: `prop-${sim.prefix}@example.com` });
   const sub = sim.createSubscription({ customer, tier: life.tier, ...(life.start === "trial" ? { trialDays: 14 } : {}), failFirstPayment: life.start === "incomplete" });
   for (const [step, gap] of life.steps) {
