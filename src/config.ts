@@ -20,6 +20,7 @@ export const DEFAULTS = {
   HOST_CONCURRENCY: 4,
   LOG_LEVEL: "info",
   SANDBOX_DOKKU_VERSION: "0.38",
+  LEADER_LEASE_TTL: "15s",
 } as const satisfies Record<string, string | number>;
 
 const MAX_CONCURRENCY = 1024;
@@ -124,6 +125,13 @@ const schema = z.object({
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], "expected one of trace, debug, info, warn, error, fatal, silent").default(DEFAULTS.LOG_LEVEL),
   ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
   SANDBOX_DOKKU_VERSION: z.enum(["0.30", "0.34", "0.38"], "expected 0.30, 0.34 or 0.38").default(DEFAULTS.SANDBOX_DOKKU_VERSION),
+  LEADER_LEASE_TTL: duration("how long a leader's lease lasts without renewal; failover takes about this long").prefault(DEFAULTS.LEADER_LEASE_TTL),
+  FAULT_KILL_AFTER_ACTIONS: optionalText.pipe(
+    z
+      .string()
+      .regex(/^\d+:(executed|journaled)$/, "expected N:executed or N:journaled (test-only fault injection)")
+      .optional(),
+  ),
 });
 
 type Raw = z.output<typeof schema>;
@@ -155,6 +163,12 @@ export interface Config {
   readonly logLevel: Raw["LOG_LEVEL"];
   readonly allowOrphanDestroy: boolean;
   readonly sandboxDokkuVersion: Raw["SANDBOX_DOKKU_VERSION"];
+  readonly leaderLeaseTtlMs: number;
+  /**
+   * Test-only fault injection: SIGKILL this process right after its Nth external action ran
+   * (`executed`, before the journal records it) or was journaled. Unset in production.
+   */
+  readonly faultKillAfterActions: { readonly count: number; readonly point: "executed" | "journaled" } | undefined;
 }
 
 /** Parses the environment. Throws ConfigError naming the first invalid variable. */
@@ -209,5 +223,12 @@ function toConfig(raw: Raw): Config {
     logLevel: raw.LOG_LEVEL,
     allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",
     sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,
+    leaderLeaseTtlMs: raw.LEADER_LEASE_TTL,
+    faultKillAfterActions: raw.FAULT_KILL_AFTER_ACTIONS ? parseFault(raw.FAULT_KILL_AFTER_ACTIONS) : undefined,
   };
+}
+
+function parseFault(text: string): { count: number; point: "executed" | "journaled" } {
+  const [count, point] = text.split(":");
+  return { count: Number(count), point: point === "executed" ? "executed" : "journaled" };
 }

@@ -19,6 +19,8 @@ export interface ApplyContext {
   readonly signal: AbortSignal;
   /** Called after each action that succeeded (metrics, logs). */
   readonly onApplied?: (action: Action) => void;
+  /** Test seam for crash-safety tests: called after an action ran, and after it was journaled. */
+  readonly faultHook?: (point: "executed" | "journaled") => void;
 }
 
 export async function applyPlan(actions: readonly Action[], ctx: ApplyContext): Promise<void> {
@@ -44,7 +46,9 @@ async function applyOne(action: Action, ctx: ApplyContext): Promise<void> {
     await ctx.journal.finish(id, outcome, (error as Error).message, ctx.epoch).catch(() => {});
     throw error;
   }
+  ctx.faultHook?.("executed");
   await ctx.journal.finish(id, "succeeded", null, ctx.epoch);
+  ctx.faultHook?.("journaled");
 }
 
 async function run(action: Action, ctx: ApplyContext): Promise<void> {

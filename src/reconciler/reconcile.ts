@@ -44,6 +44,8 @@ export interface ReconcilerDeps {
   readonly allowOrphanDestroy?: boolean;
   readonly onDrift?: (kind: string) => void;
   readonly onConverged?: (seconds: number) => void;
+  /** Test seam: see ApplyContext.faultHook. */
+  readonly faultHook?: (point: "executed" | "journaled") => void;
 }
 
 export type PassOutcome =
@@ -144,7 +146,16 @@ export class Reconciler {
       return planned(instance, desired, [], false, "failed");
     }
     try {
-      await applyPlan(actions, { driver: this.deps.driver, journal: this.deps.journal, backups: this.deps.backups, host, instanceId: instance.id, epoch, signal });
+      await applyPlan(actions, {
+        driver: this.deps.driver,
+        journal: this.deps.journal,
+        backups: this.deps.backups,
+        host,
+        instanceId: instance.id,
+        epoch,
+        signal,
+        ...(this.deps.faultHook ? { faultHook: this.deps.faultHook } : {}),
+      });
     } catch (error) {
       this.deps.observer.invalidate(host.id);
       await this.recordFailure(instance, desired, error as Error, now);

@@ -72,7 +72,7 @@ export interface ControllerRuntime {
 }
 
 export function createControllerRuntime(options: ControllerRuntimeOptions): ControllerRuntime {
-  const tuning = { ...DEFAULT_TUNING, ...options.tuning };
+  const tuning = { ...DEFAULT_TUNING, ...leaseTimings(options.config.leaderLeaseTtlMs), ...options.tuning };
   const { sql, config, logger, registry } = options;
   const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
   metrics.initMetrics();
@@ -99,6 +99,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
     epoch: () => leader.elector?.epoch() ?? undefined,
     onDrift: (kind) => metrics.drift.inc({ kind }),
     onConverged: (seconds) => metrics.convergeSeconds.observe(seconds),
+    ...(config.faultKillAfterActions ? { faultHook: killAfter(config.faultKillAfterActions, logger) } : {}),
   });
   let queue: WorkQueue | undefined;
   let term: Promise<void> | undefined;
@@ -150,6 +151,18 @@ export interface ReconcilerWiring {
   readonly epoch: () => number | undefined;
   readonly onDrift?: (kind: string) => void;
   readonly onConverged?: (seconds: number) => void;
+  readonly faultHook?: (point: "executed" | "journaled") => void;
+}
+
+/** Crash-safety fault injection (FAULT_KILL_AFTER_ACTIONS): SIGKILL at the configured point. */
+function killAfter(fault: { count: number; point: "executed" | "journaled" }, logger: Logger): (point: "executed" | "journaled") => void {
+  let seen = 0;
+  logger.warn({ fault }, "FAULT INJECTION ENABLED: this process will kill itself (test-only setting)");
+  return (point) => {
+    if (point !== fault.point) return;
+    seen += 1;
+    if (seen === fault.count) process.kill(process.pid, "SIGKILL");
+  };
 }
 
 /** The Reconciler over Postgres and a driver: shared by the daemon and the one-shot commands. */
@@ -175,6 +188,7 @@ export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
     allowOrphanDestroy: config.allowOrphanDestroy,
     ...(wiring.onDrift ? { onDrift: wiring.onDrift } : {}),
     ...(wiring.onConverged ? { onConverged: wiring.onConverged } : {}),
+    ...(wiring.faultHook ? { faultHook: wiring.faultHook } : {}),
   });
 }
 
@@ -270,4 +284,9 @@ async function publishInstanceGauge(deps: TermDeps, signal: AbortSignal): Promis
     }
     await sleep(deps.tuning.gaugeIntervalMs, undefined, { signal }).catch(() => {});
   }
+}
+
+/** Renew deadline at 2/3 of the lease and retries 7.5 times per lease, as controller-runtime's 15/10/2 s. */
+export function leaseTimings(ttlMs: number): Pick<ControllerTuning, "leaseTtlMs" | "leaseRenewDeadlineMs" | "leaseRetryPeriodMs"> {
+  return { leaseTtlMs: ttlMs, leaseRenewDeadlineMs: Math.round((ttlMs * 2) / 3), leaseRetryPeriodMs: Math.max(100, Math.round(ttlMs / 7.5)) };
 }
