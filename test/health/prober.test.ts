@@ -113,7 +113,11 @@ describe("one round", () => {
     test(name, async () => {
       const inst = await insertInstance(db.sql, hostId);
       behave(inst, tc.behaviour);
-      const round = await probe(prober(), inst);
+      const logged: string[] = [];
+      const capture = (obj: object, msg?: string): void => void logged.push(JSON.stringify(obj) + (msg ?? ""));
+      const round = await probe(prober({ logger: { info: capture, warn: capture, error: capture } }), inst);
+      expect(logged.length, "the health change is logged").toBeGreaterThan(0);
+      expect(logged.join("\n"), "response bodies are never logged").not.toContain("SECRET-BODY");
       expect(round.health, tc.reason).toBe(tc.want);
       expect((await stored(inst)).health_status, tc.reason).toBe(tc.want);
       const failed = Object.fromEntries((await checks(inst)).filter((r) => !r.ok).map((r) => [r.component, r.error]));
