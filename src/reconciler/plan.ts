@@ -43,6 +43,8 @@ export interface PlanInput {
   readonly storageEntries?: ReadonlySet<string> | undefined;
   /** A completed pre_deprovision backup exists for every component with storage, newer than the decision to tear down. */
   readonly backupCompleted: boolean;
+  /** Apps whose storage already has a completed pre_deprovision backup: not backed up again. */
+  readonly backedUp?: ReadonlySet<string> | undefined;
   /** Components the health prober asked to restart. */
   readonly restart: readonly Component[];
   readonly allowOrphanDestroy?: boolean | undefined;
@@ -142,7 +144,8 @@ function planTeardown(input: PlanInput): Action[] {
   const apps = inReverseOrder(input.desired.apps);
   const withData = apps.flatMap((app) => (app.storage && storageMayExist(app, app.storage, input) ? [{ app: app.app, storage: app.storage }] : []));
   if (!input.backupCompleted && withData.length > 0) {
-    return [...stopRunning(input), ...withData.map((d): Action => ({ kind: "backup", ...d }))];
+    const missing = withData.filter((d) => !input.backedUp?.has(d.app));
+    return [...stopRunning(input), ...missing.map((d): Action => ({ kind: "backup", ...d }))];
   }
   return [
     ...stopRunning(input),

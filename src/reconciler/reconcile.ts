@@ -174,10 +174,19 @@ export class Reconciler {
     const backedUp = desired.phase === "deprovisioned" ? await this.deps.backups.completedTeardownBackups(instance.id, null) : new Set<Component>();
     const withStorage = desired.apps.filter((app) => app.storage !== null && observed.has(app.app));
     const backupCompleted = withStorage.every((app) => backedUp.has(app.component));
-    // Teardown destroys every storage entry the instance may have; destroying a missing entry is
-    // success, so a crash between destroyApp and destroyStorage leaks nothing.
-    const storageEntries = desired.phase === "deprovisioned" ? new Set(desired.apps.flatMap((app) => (app.storage ? [app.storage.entry] : []))) : undefined;
-    return plan({ desired, observed, storageEntries, backupCompleted, restart, allowOrphanDestroy: this.deps.allowOrphanDestroy });
+    const storageEntries = desired.phase === "deprovisioned" ? await this.remainingStorage(instance.id, desired) : undefined;
+    const backedUpApps = new Set(desired.apps.filter((app) => backedUp.has(app.component)).map((app) => app.app));
+    return plan({ desired, observed, storageEntries, backupCompleted, backedUp: backedUpApps, restart, allowOrphanDestroy: this.deps.allowOrphanDestroy });
+  }
+
+  /**
+   * Storage entries teardown must still destroy: every entry of the instance except those the
+   * journal shows destroyed. The shallow view cannot see storage, and destroying a missing entry
+   * is success, so a crash between destroyApp and destroyStorage leaks nothing.
+   */
+  private async remainingStorage(instanceId: string, desired: DesiredInstance): Promise<Set<string>> {
+    const destroyed = await this.deps.journal.succeededTargets(instanceId, "destroyStorage");
+    return new Set(desired.apps.flatMap((app) => (app.storage && !destroyed.has(app.storage.entry) ? [app.storage.entry] : [])));
   }
 
   private async healthGate(instance: InstanceRecord, desired: DesiredInstance, now: Date, options: PassOptions): Promise<{ restart: Component[]; fail: string | null }> {

@@ -264,6 +264,8 @@ export interface Journal {
   finish(id: number, outcome: "succeeded" | "failed" | "unknown", error: string | null, epoch: number): Promise<void>;
   /** Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many. */
   recoverPending(instanceId: string, epoch: number): Promise<number>;
+  /** Targets of this instance's succeeded actions of one kind (e.g. storage entries destroyed). */
+  succeededTargets(instanceId: string, action: ActionKind): Promise<ReadonlySet<string>>;
 }
 
 export interface BackupRecord {

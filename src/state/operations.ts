@@ -33,6 +33,12 @@ export function createJournal(sql: Sql): Journal {
         where instance_id = ${instanceId} and status = 'pending'`;
       return rows.count;
     },
+    succeededTargets: async (instanceId, action) => {
+      const rows = await sql<{ target: string }[]>`
+        select distinct target from public.instance_operations
+        where instance_id = ${instanceId} and action = ${action} and status = 'succeeded'`;
+      return new Set(rows.map((row) => row.target));
+    },
   };
 }
 

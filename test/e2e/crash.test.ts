@@ -1,0 +1,125 @@
+/**
+ * Crash safety: a `serve` child is killed with SIGKILL right after each external action of a
+ * provision and of a teardown (alternately before and after the journal records it), then
+ * restarted. Every restart must converge further, with no duplicate instance, no app outside the
+ * instance's deterministic names, and nothing destroyed before a completed final backup.
+ */
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import ssh2 from "ssh2";
+
+import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { appsOf } from "./harness.ts";
+import { startServe } from "./serve-process.ts";
+
+let db: TestDatabase;
+let sandbox: Sandbox;
+let dataDir: string;
+let env: Record<string, string>;
+let subdomain: string;
+let instanceId: string;
+let subscriptionId: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const key = ssh2.utils.generateKeyPairSync("ed25519");
+  sandbox = await startSandbox({ authorizedKeys: [key.public] });
+  dataDir = await mkdtemp(join(tmpdir(), "mindroom-crash-"));
+  env = { DATABASE_URL: db.url, DATA_DIR: dataDir, DOKKU_HOSTS: sandbox.sshUrl, SSH_PRIVATE_KEY: key.private, MASTER_KEY: "crash-test-master-key-0123456789abcdef012345", LEADER_LEASE_TTL: "1500ms", RESYNC_INTERVAL: "1s" };
+  const [account] = await db.sql<{ id: string }[]>`insert into accounts (email) values ('crash@example.com') returning id`;
+  const [sub] = await db.sql<{ id: string }[]>`insert into subscriptions (account_id, tier, status) values (${account!.id}, 'starter', 'active') returning id`;
+  subscriptionId = sub!.id;
+  const [row] = await db.sql<{ id: string }[]>`select provision_instance(${subscriptionId}) as id`;
+  instanceId = row!.id;
+  const [inst] = await db.sql<{ subdomain: string }[]>`select subdomain from instances where id = ${instanceId}`;
+  subdomain = inst!.subdomain;
+}, 60_000);
+
+afterAll(async () => {
+  await sandbox?.close();
+  await db?.drop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+/** Runs serve once with the kill hook; resolves "killed" or, when it converged first, "converged". */
+async function runOnce(point: "executed" | "journaled", converged: () => Promise<boolean>): Promise<"killed" | "converged"> {
+  const serve = startServe({ ...env, FAULT_KILL_AFTER_ACTIONS: `1:${point}` });
+  const deadline = Date.now() + 60_000;
+  let exited = false;
+  void serve.exited.then(() => (exited = true));
+  while (Date.now() < deadline) {
+    if (exited) {
+      const { signal } = await serve.exited;
+      if (signal !== "SIGKILL") throw new Error(`serve exited without the injected kill:\n${serve.output()}`);
+      return "killed";
+    }
+    if (await converged()) {
+      serve.kill("SIGTERM");
+      await serve.exited;
+      return "converged";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  serve.kill("SIGKILL");
+  throw new Error(`serve neither crashed nor converged within 60 s:\n${serve.output().slice(-3000)}`);
+}
+
+async function instanceRow(): Promise<{ status: string; generation: string; observed: string }> {
+  const [row] = await db.sql<{ status: string; generation: string; observed: string }[]>`
+    select status::text as status, generation::text as generation, observed_generation::text as observed from instances where id = ${instanceId}`;
+  return row!;
+}
+
+async function checkNoDuplicates(): Promise<void> {
+  const [live] = await db.sql<{ count: number }[]>`select count(*)::int as count from instances where subscription_id = ${subscriptionId} and status <> 'deprovisioned'`;
+  expect(live!.count).toBeLessThanOrEqual(1);
+  const ours = sandbox.control.apps().filter((app) => app.startsWith(`${subdomain}-`));
+  expect(ours.every((app) => appsOf(subdomain).includes(app)), `unexpected apps: ${ours.join(", ")}`).toBe(true);
+}
+
+async function completedBackups(): Promise<{ component: string; location: string; sha256: string; size_bytes: string }[]> {
+  return db.sql`select component, location, sha256, size_bytes::text as size_bytes from instance_backups
+                where instance_id = ${instanceId} and backup_type = 'pre_deprovision' and status = 'completed'`;
+}
+
+describe("crash safety", () => {
+  test("SIGKILL after every step of a provision and of a teardown, then restart: converges, leaks nothing", async () => {
+    let runs = 0;
+    const converged = async (): Promise<boolean> => {
+      const row = await instanceRow();
+      return row.status === "running" && row.generation === row.observed && appsOf(subdomain).every((app) => sandbox.control.app(app)?.running === true);
+    };
+    for (let outcome: string = ""; outcome !== "converged"; runs++) {
+      outcome = await runOnce(runs % 2 === 0 ? "executed" : "journaled", converged);
+      await checkNoDuplicates();
+      expect(runs).toBeLessThan(40);
+    }
+    expect(runs).toBeGreaterThan(10);
+
+    // Data worth keeping in the storage the teardown must back up.
+    await writeFile(join(sandbox.control.storageDir(`${subdomain}-backend-data`), "agents.json"), JSON.stringify({ agents: ["a", "b"] }));
+    await db.sql`select deprovision_instance(${instanceId}, 'crash-safety test')`;
+    const tornDown = async (): Promise<boolean> => (await instanceRow()).status === "deprovisioned";
+    let teardownRuns = 0;
+    for (let outcome: string = ""; outcome !== "converged"; teardownRuns++) {
+      outcome = await runOnce(teardownRuns % 2 === 0 ? "executed" : "journaled", tornDown);
+      await checkNoDuplicates();
+      const destroyedSomething = appsOf(subdomain).some((app) => sandbox.control.app(app) === undefined);
+      if (destroyedSomething) expect((await completedBackups()).map((b) => b.component).sort()).toEqual(["backend", "matrix"]);
+      expect(teardownRuns).toBeLessThan(30);
+    }
+    expect(teardownRuns).toBeGreaterThan(3);
+    expect(appsOf(subdomain).filter((app) => sandbox.control.app(app) !== undefined)).toEqual([]);
+    for (const backup of await completedBackups()) {
+      const bytes = await readFile(join(dataDir, "backups", backup.location.replace(/^local:/, "")));
+      expect(createHash("sha256").update(bytes).digest("hex")).toBe(backup.sha256);
+      expect(bytes.length).toBe(Number(backup.size_bytes));
+      expect(bytes.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    }
+  }, 400_000);
+});
