@@ -11,11 +11,13 @@ import ssh2 from "ssh2";
 
 import type { Config } from "./config.ts";
 import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
-import { baseRoutes, closeServer, createHttpServer, listen } from "./http.ts";
+import { baseRoutes, closeServer, createHttpServer, type Handler, listen, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
 import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
 import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
-import { loadKeyMaterial } from "./runtime/secrets.ts";
+import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
+import { createStripeMetrics } from "./sources/stripe-metrics.ts";
+import { startStripeSources } from "./sources/stripe-sources.ts";
 import { type Database, openDatabase, seed } from "./state/db.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
@@ -71,7 +73,9 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       stopController.abort();
       await controllerDone;
     });
-    const routes = baseRoutes(registry, { notReadyReason: () => readiness(db) });
+    const stripe = await startStripe(db, config, logger, registry, sandboxMode);
+    stops.push(stripe.stop);
+    const routes = { ...baseRoutes(registry, { notReadyReason: () => readiness(db) }), "POST /webhooks/stripe": stripe.webhook };
     const server = createHttpServer(routes, (error) => logger.error({ err: error }, "request failed"));
     const port = await listen(server, config.port);
     stops.push(() => closeServer(server));
@@ -81,6 +85,25 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     await runStops(stops, logger);
     throw error;
   }
+}
+
+/** The Stripe webhook, inbox worker and catch-up; every replica serves the webhook. */
+async function startStripe(db: Database, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
+  const { secrets, generated } = await webhookSecrets(config, sandboxMode);
+  if (generated) logger.warn({ webhookSecretFile: join(resolve(config.dataDir), "stripe_webhook_secret") }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
+  const stopping = new AbortController();
+  const sources = startStripeSources(
+    { sql: db.sql, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
+    stopping.signal,
+  );
+  const webhook: Handler = sources.webhook ?? ((_req, res) => sendJson(res, 503, { error: "STRIPE_WEBHOOK_SECRET is not set: this daemon cannot verify Stripe webhooks" }));
+  return {
+    webhook,
+    stop: async () => {
+      stopping.abort();
+      await sources.done;
+    },
+  };
 }
 
 async function readiness(db: Database): Promise<string | undefined> {

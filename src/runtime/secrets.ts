@@ -48,3 +48,17 @@ async function readOrCreate(file: string, create: () => string): Promise<string>
     return readFile(file, "utf8");
   }
 }
+
+/**
+ * Webhook secrets: STRIPE_WEBHOOK_SECRET when set. In sandbox mode, without one, a secret is
+ * generated once into DATA_DIR so that `stripe send` and the daemon agree (and it is logged, as
+ * sandbox credentials are). Otherwise none: the webhook answers 503 until one is configured.
+ */
+export async function webhookSecrets(config: Config, sandboxMode: boolean): Promise<{ secrets: readonly string[]; generated: boolean }> {
+  if (config.stripe.webhookSecrets.length > 0) return { secrets: config.stripe.webhookSecrets, generated: false };
+  if (!sandboxMode) return { secrets: [], generated: false };
+  const dir = resolve(config.dataDir);
+  await mkdir(dir, { recursive: true });
+  const secret = await readOrCreate(join(dir, "stripe_webhook_secret"), () => `whsec_sandbox${randomBytes(24).toString("hex")}`);
+  return { secrets: [secret.trim()], generated: true };
+}
