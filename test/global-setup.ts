@@ -23,7 +23,6 @@ declare module "vitest" {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  // eslint-disable-next-line no-restricted-properties -- tests may target an external Postgres
   const external = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
   const dir = external ? undefined : await mkdtemp(join(tmpdir(), "mindroom-test-pg-"));
   const server = dir ? await openEmbeddedDatabase(dir, () => {}) : undefined;

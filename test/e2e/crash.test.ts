@@ -9,8 +9,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import ssh2 from "ssh2";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import ssh2 from "ssh2";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { seed } from "../../src/state/db.ts";
