@@ -84,12 +84,18 @@ export function diffApp(app: DesiredApp, observed: ObservedApp): AppDiff {
   return {
     known: true,
     storage: app.storage !== null && !hasMount(deep.mounts, app.storage),
-    config: deep.specHash !== app.specHash,
+    config: deep.specHash !== app.specHash || envDiffers(app.env, deep.env),
     resources: !sameResources(deep.resources, app.resources),
     domains: !sameSet(deep.domains, app.domains),
     image: !observed.deployed || deep.image !== app.image,
     tls: app.tls && !deep.tls,
   };
+}
+
+/** A desired key whose observed value differs (keys added by hand are left alone). */
+function envDiffers(desired: Readonly<Record<string, string>>, observed: Readonly<Record<string, string>> | undefined): boolean {
+  if (!observed) return false;
+  return Object.entries(desired).some(([key, value]) => observed[key] !== value);
 }
 
 /** Provision, converge or resume one component, in the order of DESIGN section 7. */

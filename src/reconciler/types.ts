@@ -110,6 +110,11 @@ export interface ObservedAppDetail {
   /** The deployed image (`git:report` source image), or null when not known. */
   readonly image: string | null;
   readonly tls: boolean;
+  /**
+   * The app's whole environment (`config:export --format json`, byte-exact), so a value edited by
+   * hand is found even when MINDROOM_SPEC_HASH was left alone. Secrets: never log it.
+   */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** The whole host, observed in a constant number of SSH commands. */

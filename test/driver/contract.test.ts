@@ -92,7 +92,9 @@ describe.each(["0.30", "0.34", "0.38"])("Dokku %s over SSH", (version) => {
     }
     const observed = await d.observeApp(host, app);
     expect(observed).toMatchObject({ app, deployed: true, running: true });
-    expect(observed?.deep).toEqual({
+    const { env, ...detail } = observed?.deep ?? {};
+    expect(env).toMatchObject({ MINDROOM_SPEC_HASH: "hash-1", PORT: "8080" });
+    expect(detail).toEqual({
       specHash: "hash-1",
       domains: ["acme-api.mindroom.localhost"],
       mounts: ["/var/lib/dokku/data/storage/acme-backend-data:/app/storage"],

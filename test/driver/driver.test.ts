@@ -46,7 +46,7 @@ describe.each(["0.30", "0.34", "0.38"])("driver on Dokku %s (recorded output)", 
     const { runner, driver } = setup(version);
     runner
       .onFixture("ps:report alpha-backend", { out: "ps-report-app.out" })
-      .onFixture("config:get alpha-backend MINDROOM_SPEC_HASH", { out: "config-get.out" })
+      .onFixture("config:export --format json alpha-backend", { out: "config-export.json.out" })
       .onFixture("domains:report alpha-backend", { out: "domains-report.out" })
       .onFixture("storage:list alpha-backend --format json", { out: "storage-list.json.out" })
       .onFixture("resource:report alpha-backend", { out: "resource-report.out" })
@@ -63,6 +63,7 @@ describe.each(["0.30", "0.34", "0.38"])("driver on Dokku %s (recorded output)", 
         resources: { memoryMb: 512, cpus: 0.5 },
         image: "ghcr.io/mindroom/backend:1.2.3",
         tls: true,
+        env: { DOKKU_APP_RESTORE: "1", MINDROOM_SPEC_HASH: "sha256-abc123", MINDROOM_TIER: "starter" },
       },
     });
   });

@@ -5,6 +5,7 @@ import {
   observedFromPs,
   parseBulkJsonAppsReport,
   parseBulkReport,
+  parseConfigExport,
   parseConfigGet,
   parseDeployedImage,
   parseDomains,
@@ -87,6 +88,13 @@ describe("edge cases", () => {
   test("memory units convert to MB", () => {
     expect(parseResources(parseReport("       Resource _default_ limit memory: 2g\n"))).toEqual({ memoryMb: 2048, cpus: 0 });
   });
+  test("config:export --format json gives the environment byte-exact", () => {
+    expect(parseConfigExport('{"A":"x y","B":"line1\\nline2","C":"$(id) `id`"}\n')).toEqual({ A: "x y", B: "line1\nline2", C: "$(id) `id`" });
+    expect(parseConfigExport("{}\n")).toEqual({});
+    expect(() => parseConfigExport('["not","an","object"]')).toThrow(/JSON object/);
+    expect(() => parseConfigExport('{"A":1}')).toThrow(/non-string value for A/);
+  });
+
   test("config:get keeps a multi-line value and strips one newline", () => {
     expect(parseConfigGet(0, "a\nb\n")).toBe("a\nb");
     expect(parseConfigGet(1, "")).toBeNull();

@@ -89,7 +89,11 @@ describe("the controller on the sandbox host", () => {
     await eventually("frontend recreated and running", () => running("demo-enterprise-frontend"), 20_000);
     const hash = h.sandbox.control.app("demo-enterprise-backend")!.config.MINDROOM_SPEC_HASH;
     h.sandbox.control.setConfigByHand("demo-enterprise-backend", "MINDROOM_SPEC_HASH", "edited-by-hand");
-    await eventually("config restored", () => h.sandbox.control.app("demo-enterprise-backend")?.config.MINDROOM_SPEC_HASH === hash, 20_000);
+    await eventually("spec hash restored", () => h.sandbox.control.app("demo-enterprise-backend")?.config.MINDROOM_SPEC_HASH === hash, 20_000);
+    // A value edited by hand with the hash left alone is found through the exported environment.
+    h.sandbox.control.setConfigByHand("demo-enterprise-backend", "MAX_AGENTS", "999999");
+    await eventually("edited value restored", () => h.sandbox.control.app("demo-enterprise-backend")?.config.MAX_AGENTS === "unlimited", 20_000);
+    expect(h.sandbox.control.app("demo-enterprise-backend")?.config.MINDROOM_SPEC_HASH).toBe(hash);
     await h.sandbox.control.stopAppByHand("demo-enterprise-matrix");
     await eventually("app stopped by hand is started", () => running("demo-enterprise-matrix"), 20_000);
   });

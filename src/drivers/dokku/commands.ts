@@ -214,7 +214,8 @@ export const observeCommands = {
   version: (): Command => command("version"),
   psReportAll: (): Command => command("ps:report"),
   psReport: (app: string): Command => command("ps:report", validateAppName(app)),
-  specHash: (app: string): Command => command("config:get", validateAppName(app), "MINDROOM_SPEC_HASH"),
+  /** The whole environment, byte-exact (reference §7.3); MINDROOM_SPEC_HASH is one of its keys. */
+  configExport: (app: string): Command => command("config:export", "--format", "json", validateAppName(app)),
   domains: (app: string): Command => command("domains:report", validateAppName(app)),
   storage: (app: string): Command => command("storage:list", validateAppName(app), "--format", "json"),
   resources: (app: string): Command => command("resource:report", validateAppName(app)),

@@ -25,7 +25,7 @@ import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
 import {
   observedFromPs,
   parseBulkReport,
-  parseConfigGet,
+  parseConfigExport,
   parseDeployedImage,
   parseDomains,
   parseReport,
@@ -138,17 +138,19 @@ class DokkuDriverImpl implements DokkuDriver {
   async observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined> {
     const opts = { ...(signal && { signal }) };
     const read = (command: Command): Promise<RunResult> => this.exec(host, command, opts);
-    const [ps, hash, domains, storage, resources, appReport, tls] = await Promise.all([
+    const [ps, config, domains, storage, resources, appReport, tls] = await Promise.all([
       read(observeCommands.psReport(app)),
-      read(observeCommands.specHash(app)),
+      read(observeCommands.configExport(app)),
       read(observeCommands.domains(app)),
       read(observeCommands.storage(app)),
       read(observeCommands.resources(app)),
       read(observeCommands.appReport(app)),
       read(observeCommands.tlsActive(app)),
     ]);
-    if ([ps, hash, domains, storage, resources, appReport].some((r) => r.exitCode === 20)) return undefined;
+    if ([ps, config, domains, storage, resources, appReport].some((r) => r.exitCode === 20)) return undefined;
     this.requireOk(host, observeCommands.psReport(app), ps);
+    this.requireOk(host, observeCommands.configExport(app), config);
+    const env = parseConfigExport(config.stdout);
     this.requireOk(host, observeCommands.domains(app), domains);
     this.requireOk(host, observeCommands.storage(app), storage);
     this.requireOk(host, observeCommands.resources(app), resources);
@@ -156,13 +158,14 @@ class DokkuDriverImpl implements DokkuDriver {
     return {
       ...observedFromPs(app, parseReport(ps.stdout)),
       deep: {
-        specHash: parseConfigGet(hash.exitCode, hash.stdout),
+        specHash: env.MINDROOM_SPEC_HASH ?? null,
         domains: parseDomains(parseReport(domains.stdout)),
         mounts: parseStorageList(storage.stdout),
         resources: parseResources(parseReport(resources.stdout)),
         image: parseDeployedImage(parseReport(appReport.stdout)),
         // The letsencrypt plugin may be missing: then TLS is simply not on.
         tls: tls.exitCode === 0 && parseTlsActive(tls.stdout),
+        env,
       },
     };
   }

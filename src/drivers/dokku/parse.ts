@@ -140,6 +140,18 @@ export function parseDeployedImage(report: Report): string | null {
 }
 
 /** `config:get <app> KEY`: exit 0 prints the value and a newline; exit 1 with no output = unset. */
+/** `config:export --format json <app>`: `{"KEY":"value",...}`; anything else is an error. */
+export function parseConfigExport(stdout: string): Record<string, string> {
+  const parsed: unknown = JSON.parse(stdout.trim() === "" ? "{}" : stdout);
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("config:export did not print a JSON object");
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (typeof value !== "string") throw new Error(`config:export printed a non-string value for ${key}`);
+    env[key] = value;
+  }
+  return env;
+}
+
 export function parseConfigGet(exitCode: number, stdout: string): string | null {
   if (exitCode !== 0) return null;
   return stdout.endsWith("\n") ? stdout.slice(0, -1) : stdout;
