@@ -60,7 +60,7 @@ function printOutcome(key: string, outcome: PassOutcome): number {
       const mark = actions.length > 0 ? "~" : "=";
       process.stdout.write(`${mark} ${desired.subdomain} (instance ${desired.instanceId}): ${outcome.status} -> ${desired.phase}${desired.paused ? " [reconcile paused]" : ""}\n`);
       process.stdout.write(`    why: ${desired.reason}\n`);
-      for (const line of describePlan(actions)) process.stdout.write(`    + ${line}\n`);
+      for (const line of describePlan(actions)) process.stdout.write(`    ${line}\n`);
       if (actions.length === 0) process.stdout.write("    (nothing to do)\n");
       return actions.length;
     }

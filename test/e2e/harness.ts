@@ -25,6 +25,10 @@ export interface Harness {
   readonly backupDir: string;
   /** Moves the reconciler's clock forward. */
   advance(ms: number): void;
+  /** Stops the controller only (the database and the sandbox stay up). */
+  stopController(): Promise<void>;
+  readonly sshPrivateKey: string;
+  readonly masterKey: string;
   stop(): Promise<void>;
 }
 
@@ -50,7 +54,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
     registry,
     sshPrivateKey: key.private,
-    masterKey: "test-master-key-0123456789abcdef0123456789",
+    masterKey: MASTER_KEY,
     backupDir,
     tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset) },
   });
@@ -65,6 +69,12 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     advance: (ms) => {
       offset += ms;
     },
+    stopController: async () => {
+      stopping.abort();
+      await done;
+    },
+    sshPrivateKey: key.private,
+    masterKey: MASTER_KEY,
     stop: async () => {
       stopping.abort();
       await done;
@@ -89,6 +99,8 @@ export async function eventually(what: string, check: () => boolean | Promise<bo
   }
   throw new Error(`timed out waiting for: ${what}`, { cause: lastError });
 }
+
+const MASTER_KEY = "test-master-key-0123456789abcdef0123456789";
 
 export const SEED_SUBDOMAINS = ["demo-free", "demo-starter", "demo-pro", "demo-enterprise"] as const;
 export const COMPONENT_NAMES = ["matrix", "backend", "frontend"] as const;

@@ -1,0 +1,89 @@
+/**
+ * The operator commands against a converged system: `plan` exits 0 when nothing would change and
+ * 1 after an app is destroyed by hand (and names it); `status` explains; `reconcile` repairs;
+ * `hosts` lists, adds and removes.
+ */
+import { execFile } from "node:child_process";
+
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+
+import { appsOf, eventually, type Harness, SEED_SUBDOMAINS, startHarness } from "./harness.ts";
+
+let h: Harness;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await eventually("the seed converges", () => SEED_SUBDOMAINS.flatMap(appsOf).every((app) => h.sandbox.control.app(app)?.running === true), 90_000);
+  await eventually("status written", async () => {
+    const [row] = await h.db.sql<{ n: number }[]>`select count(*)::int as n from instances where status = 'running' and generation = observed_generation`;
+    return row!.n === 4;
+  });
+  await h.stopController();
+  // DOKKU_HOSTS (any) selects production mode: keys come from the environment, as the harness's.
+  env = { PATH: process.env.PATH ?? "", DATABASE_URL: h.db.url, DOKKU_HOSTS: h.sandbox.sshUrl, SSH_PRIVATE_KEY: h.sshPrivateKey, MASTER_KEY: h.masterKey, LOG_LEVEL: "warn" };
+}, 150_000);
+
+afterAll(async () => {
+  await h?.stop();
+});
+
+/** Runs the CLI without blocking this process, whose event loop serves the sandbox host. */
+function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ["src/bin.mjs", ...args], { env, encoding: "utf8", timeout: 120_000 }, (error, stdout, stderr) => {
+      const status = error ? (typeof error.code === "number" ? error.code : null) : 0;
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+describe("operator commands", () => {
+  test("plan exits 0 on a converged system", async () => {
+    const result = await cli("plan");
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/0 changes planned across 4 subscriptions/);
+  });
+
+  test("plan exits 1 after an app is destroyed by hand, and shows what it would do", async () => {
+    await h.sandbox.control.destroyAppByHand("demo-pro-frontend");
+    const result = await cli("plan", "--instance", "demo-pro");
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toMatch(/\+ create app demo-pro-frontend/);
+    expect(result.stdout).not.toMatch(/MINDROOM_INSTANCE_ID=|SECRET=/);
+    expect(h.sandbox.control.app("demo-pro-frontend")).toBeUndefined();
+  });
+
+  test("reconcile repairs it now, and plan is clean again", async () => {
+    const result = await cli("reconcile", "demo-pro");
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/done: \+ create app demo-pro-frontend/);
+    expect(h.sandbox.control.app("demo-pro-frontend")?.running).toBe(true);
+    expect((await cli("plan", "--instance", "demo-pro")).status).toBe(0);
+  });
+
+  test("status shows every instance and why one is not converged", async () => {
+    await h.db.sql`update instances set reconcile_paused = true where subdomain = 'demo-free'`;
+    const result = await cli("status");
+    expect(result.status).toBe(0);
+    for (const subdomain of SEED_SUBDOMAINS) expect(result.stdout).toContain(subdomain);
+    expect(result.stdout).toMatch(/demo-free .*reconcile paused/);
+    expect(result.stdout).toMatch(/stripe inbox: 0 pending/);
+  });
+
+  test("plan for an unknown instance exits 2 with a clear message", async () => {
+    const result = await cli("plan", "--instance", "no-such-instance");
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/no instance or subscription matches "no-such-instance"/);
+  });
+
+  test("hosts list, add and remove", async () => {
+    expect((await cli("hosts", "add", "edge-1", "ssh://dokku@10.0.0.9:22", "--capacity", "50", "--region", "eu")).status).toBe(0);
+    const list = await cli("hosts", "list");
+    expect(list.stdout).toMatch(/edge-1\s+ssh:\/\/dokku@10\.0\.0\.9:22\s+eu\s+0\/50/);
+    expect(list.stdout).toMatch(/sandbox\s+ssh:\/\/dokku@127\.0\.0\.1:\d+\s+-\s+4\/1000/);
+    expect((await cli("hosts", "remove", "sandbox")).status).toBe(1);
+    expect((await cli("hosts", "remove", "edge-1")).status).toBe(0);
+    expect((await cli("hosts", "add", "bad name", "nope")).status).toBe(2);
+  });
+});
