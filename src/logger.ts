@@ -2,7 +2,7 @@
  * pino JSON logs, one line per event. Secrets are redacted by key wherever they appear, so a
  * careless `logger.info({ env })` cannot print an instance's config values.
  */
-import { pino, type Logger } from "pino";
+import { type Logger,pino } from "pino";
 
 export type { Logger };
 

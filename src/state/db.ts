@@ -7,8 +7,8 @@ import { join } from "node:path";
 
 import postgres, { type Sql } from "postgres";
 
-import { MIGRATIONS_DIR } from "./migrate.ts";
 import { openEmbeddedDatabase } from "./embedded.ts";
+import { MIGRATIONS_DIR } from "./migrate.ts";
 
 export interface Database {
   readonly sql: Sql;

@@ -2,8 +2,8 @@
  * Database pool metrics, read at scrape time: connections of this process by state (from
  * pg_stat_activity, matched by this process's application_name), the pool size, and reachability.
  */
-import { Gauge, type Registry } from "prom-client";
 import type { Sql } from "postgres";
+import { Gauge, type Registry } from "prom-client";
 
 export function registerPoolMetrics(registry: Registry, sql: Sql, applicationName: string, poolMax: number): void {
   const up = new Gauge({ name: "mindroom_db_up", help: "1 when the database answered the last scrape", registers: [registry] });
