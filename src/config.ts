@@ -48,9 +48,10 @@ export class ConfigError extends Error {
 
 const duration = (what: string) =>
   z.string().transform((text, ctx) => {
-    const parsed = /^\d+$/.test(text) ? Number(text) : ms(text as ms.StringValue);
+    // A bare number is refused: "300" could mean seconds or milliseconds, and guessing wrong is costly.
+    const parsed = /^\d+(\.\d+)?$/.test(text.trim()) ? undefined : ms(text as ms.StringValue);
     if (typeof parsed !== "number" || !Number.isFinite(parsed) || parsed <= 0) {
-      ctx.addIssue({ code: "custom", message: `expected a positive duration such as "30s", "5m" or "7d" (${what})` });
+      ctx.addIssue({ code: "custom", message: `expected a positive duration with a unit such as "500ms", "30s", "5m" or "7d" (${what})` });
       return z.NEVER;
     }
     return parsed;
@@ -173,7 +174,9 @@ export interface Config {
 
 /** Parses the environment. Throws ConfigError naming the first invalid variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const result = schema.safeParse(env);
+  // An empty variable counts as unset (VAR= in an env file), so its default applies.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ""));
+  const result = schema.safeParse(present);
   if (!result.success) {
     const issue = result.error.issues[0];
     const variable = String(issue?.path[0] ?? "environment");

@@ -23,14 +23,19 @@ import { COMPONENTS, PHASES, TIERS } from "./types.ts";
 export const RECONCILE_RESULTS = ["success", "error", "requeue", "requeue_after"] as const;
 export type ReconcileResultLabel = (typeof RECONCILE_RESULTS)[number];
 
+/** Every kind `driftKinds` in plan.ts reports (kept in step by a test). */
 export const DRIFT_KINDS = [
   "app_missing",
-  "config_changed",
+  "app_not_deployed",
   "app_stopped",
-  "domains_changed",
+  "app_running",
+  "storage_missing",
+  "config_changed",
   "resources_changed",
+  "domains_changed",
   "image_changed",
-  "orphan",
+  "tls_missing",
+  "orphan_app",
 ] as const;
 export type DriftKind = (typeof DRIFT_KINDS)[number];
 
@@ -145,6 +150,8 @@ export function createControllerMetrics(registry: Registry, names: MetricNames =
       return queueSink(m, labels, zeroQueue(m, probes, labels));
     },
     setInstanceCounts(counts) {
+      // Drop series of statuses no longer present (e.g. `pending` once everything runs).
+      m.instances.reset();
       zeroInstances(m);
       for (const { phase, tier, health, count } of counts) m.instances.inc({ phase, tier, health }, count);
     },
@@ -287,7 +294,7 @@ function mindroomMetrics(make: Makers) {
       help: "1 while this replica holds the lease, 0 otherwise; 'name' is the lease name",
       labelNames: ["name"] as const,
     }),
-    instances: make.gauge({ name: "mindroom_instances", help: "Instances by target phase, tier and aggregate health", labelNames: ["phase", "tier", "health"] as const }),
+    instances: make.gauge({ name: "mindroom_instances", help: "Instances by observed status (phase), tier and aggregate health", labelNames: ["phase", "tier", "health"] as const }),
     drift: make.counter({ name: "mindroom_drift_total", help: "Drift found by observe, by kind", labelNames: ["kind"] as const }),
     convergeSeconds: make.histogram({ name: "mindroom_converge_seconds", help: "Seconds from a generation change to the instance converging on it", buckets: [...CONVERGE_BUCKETS] }),
     healthProbeSeconds: make.histogram({ name: "mindroom_health_probe_seconds", help: "Duration of one health probe, by component", labelNames: ["component"] as const, buckets: [...HEALTH_PROBE_BUCKETS] }),

@@ -44,6 +44,8 @@ export interface ReconcilerDeps {
   readonly allowOrphanDestroy?: boolean;
   readonly onDrift?: (kind: string) => void;
   readonly onConverged?: (seconds: number) => void;
+  /** Called when a pass completed backups of an instance of `tier` (the backup freshness gauge). */
+  readonly onBackedUp?: (tier: string) => void;
   /** Test seam: see ApplyContext.faultHook. */
   readonly faultHook?: (point: "executed" | "journaled") => void;
 }
@@ -165,6 +167,7 @@ export class Reconciler {
     }
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");
+    if (tookBackup) this.deps.onBackedUp?.(desired.tier);
     const status = tookBackup ? "deprovisioning" : desired.phase;
     await this.writeStatus(instance, desired, status, convergedConditions(desired, tookBackup), !tookBackup, null, now);
     return planned(instance, desired, actions, true, status);

@@ -99,6 +99,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
     epoch: () => leader.elector?.epoch() ?? undefined,
     onDrift: (kind) => metrics.drift.inc({ kind }),
     onConverged: (seconds) => metrics.convergeSeconds.observe(seconds),
+    onBackedUp: (tier) => metrics.backupLastSuccess.set({ tier }, tuning.now().getTime() / 1000),
     ...(config.faultKillAfterActions ? { faultHook: killAfter(config.faultKillAfterActions, logger) } : {}),
   });
   let queue: WorkQueue | undefined;
@@ -152,6 +153,7 @@ export interface ReconcilerWiring {
   readonly onDrift?: (kind: string) => void;
   readonly onConverged?: (seconds: number) => void;
   readonly faultHook?: (point: "executed" | "journaled") => void;
+  readonly onBackedUp?: (tier: string) => void;
 }
 
 /** Crash-safety fault injection (FAULT_KILL_AFTER_ACTIONS): SIGKILL at the configured point. */
@@ -189,6 +191,7 @@ export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
     ...(wiring.onDrift ? { onDrift: wiring.onDrift } : {}),
     ...(wiring.onConverged ? { onConverged: wiring.onConverged } : {}),
     ...(wiring.faultHook ? { faultHook: wiring.faultHook } : {}),
+    ...(wiring.onBackedUp ? { onBackedUp: wiring.onBackedUp } : {}),
   });
 }
 

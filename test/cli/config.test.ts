@@ -8,6 +8,7 @@ const cases: Record<string, { reason: string; env: Record<string, string>; varia
   "port not a number": { reason: "PORT must be an integer", env: { PORT: "eighty" }, variable: "PORT", message: /whole number from 0 to 65535 \(got "eighty"\)/ },
   "port out of range": { reason: "ports stop at 65535", env: { PORT: "70000" }, variable: "PORT", message: /whole number/ },
   "bad duration": { reason: "durations need a unit or milliseconds", env: { GRACE_PERIOD: "a week" }, variable: "GRACE_PERIOD", message: /positive duration/ },
+  "duration without a unit": { reason: "300 could be seconds or milliseconds: a unit is required", env: { RESYNC_INTERVAL: "300" }, variable: "RESYNC_INTERVAL", message: /with a unit/ },
   "bad database url": { reason: "only postgres URLs", env: { DATABASE_URL: "mysql://x@y/z" }, variable: "DATABASE_URL", message: /postgres:\/\/ URL$/ },
   "bad dokku host": { reason: "hosts are ssh:// URLs", env: { DOKKU_HOSTS: "dokku@host" }, variable: "DOKKU_HOSTS", message: /ssh:\/\/dokku@host:22/ },
   "bad webhook secret": { reason: "Stripe webhook secrets start with whsec_", env: { STRIPE_WEBHOOK_SECRET: "hunter2" }, variable: "STRIPE_WEBHOOK_SECRET", message: /whsec_/ },
@@ -46,6 +47,11 @@ describe("loadConfig", () => {
     expect(config.gracePeriodMs).toBe(7 * 24 * 3600 * 1000);
     expect(config.resyncIntervalMs).toBe(5 * 60 * 1000);
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  test("an empty variable counts as unset", () => {
+    expect(loadConfig({ RESYNC_INTERVAL: "", PORT: " " }).resyncIntervalMs).toBe(5 * 60 * 1000);
+    expect(loadConfig({ PORT: "" }).port).toBe(8080);
   });
 
   test("webhook secrets split for rotation", () => {

@@ -378,3 +378,13 @@ describe("property: plans converge", () => {
     );
   });
 });
+
+describe("drift kinds and their metric", () => {
+  test("every kind driftKinds can report is zero-initialised by the metrics", async () => {
+    const { DRIFT_KINDS } = await import("../../src/reconciler/metrics.ts");
+    const source = await import("node:fs/promises").then((fs) => fs.readFile("src/reconciler/plan.ts", "utf8"));
+    const reported = new Set([...source.matchAll(/kinds\.(?:add|push)\("([a-z_]+)"\)/g)].map((m) => m[1]));
+    expect(reported.size).toBeGreaterThan(5);
+    expect([...reported].sort()).toEqual([...DRIFT_KINDS].sort());
+  });
+});
