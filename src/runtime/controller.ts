@@ -27,6 +27,7 @@ import { createInstanceStore } from "../state/instances.ts";
 import { leaseStore } from "../state/lease.ts";
 import { createJournal } from "../state/operations.ts";
 import { createHealthGate } from "./health-gate.ts";
+import { runScheduledJobs } from "./jobs.ts";
 
 export interface ControllerRuntimeOptions {
   readonly sql: Sql;
@@ -242,6 +243,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     resync.start(signal),
     prober.start(signal),
     publishInstanceGauge(deps, signal),
+    runScheduledJobs(sql, deps.tuning.now, logger.child({ component: "jobs" }), signal),
   ];
   const results = await Promise.allSettled(parts);
   for (const result of results) {

@@ -30,6 +30,7 @@ const MATRIX: Record<string, Read> = {
   health_checks: { kind: "none" },
   notifications: { kind: "none" },
   controller_leases: { kind: "none" },
+  scheduled_jobs: { kind: "none" },
   schema_migrations: { kind: "none" },
 };
 
