@@ -233,9 +233,9 @@ export class HealthProber {
       const entry = schedule.get(target.instanceId);
       if (entry) entry.target = target;
       else {
-        // First sight (start-up or a new instance): wait for the instance's own phase, so a
-        // restarted controller does not probe everything at once.
-        const dueAt = nextProbeAt(phaseOffsetMs(target.instanceId, this.o.intervalMs), this.o.intervalMs, new Date(now)).getTime();
+        // First sight: an instance never probed (new) is probed at once; one with results waits
+        // for its own phase, so a restarted controller does not probe everything at once.
+        const dueAt = target.neverProbed ? now : nextProbeAt(phaseOffsetMs(target.instanceId, this.o.intervalMs), this.o.intervalMs, new Date(now)).getTime();
         schedule.set(target.instanceId, { target, dueAt });
       }
     }

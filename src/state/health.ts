@@ -25,6 +25,8 @@ export interface ProbeTarget {
   readonly subdomain: string;
   /** The host's Host-routing HTTP address, or null: probe `https://<domain>` instead. */
   readonly ingressUrl: string | null;
+  /** No probe result yet: a new instance is probed at once rather than at its phase. */
+  readonly neverProbed: boolean;
 }
 
 /**
@@ -32,14 +34,14 @@ export interface ProbeTarget {
  * recovery is noticed), and no override lowering the phase below running.
  */
 export async function listProbeTargets(sql: Db): Promise<ProbeTarget[]> {
-  const rows = await sql<{ id: string; subscription_id: string; subdomain: string; ingress_url: string | null }[]>`
-    select i.id, i.subscription_id, i.subdomain, h.ingress_url
+  const rows = await sql<{ id: string; subscription_id: string; subdomain: string; ingress_url: string | null; never_probed: boolean }[]>`
+    select i.id, i.subscription_id, i.subdomain, h.ingress_url, i.last_health_check is null as never_probed
     from instances i
     join dokku_hosts h on h.id = i.host_id
     where i.status in ('running', 'failed')
       and (i.desired_state is null or i.desired_state = 'running')
     order by i.id`;
-  return rows.map((r) => ({ instanceId: r.id, subscriptionId: r.subscription_id, subdomain: r.subdomain, ingressUrl: r.ingress_url }));
+  return rows.map((r) => ({ instanceId: r.id, subscriptionId: r.subscription_id, subdomain: r.subdomain, ingressUrl: r.ingress_url, neverProbed: r.never_probed }));
 }
 
 /** One component's probe result. `error` is a short cause ("timeout after 5000 ms"), never a body. */

@@ -31,9 +31,10 @@ async function get(port: number, path: string): Promise<{ status: number; body: 
   return { status: response.status, body: await response.text() };
 }
 
-function runningInstances(metrics: string): number {
+function runningInstances(metrics: string, health = "[^\"]*"): number {
   let total = 0;
-  for (const match of metrics.matchAll(/^mindroom_instances\{phase="running",[^}]*\} (\d+)/gm)) total += Number(match[1]);
+  const series = new RegExp(`^mindroom_instances\\{phase="running",tier="[^"]*",health="${health}"\\} (\\d+)`, "gm");
+  for (const match of metrics.matchAll(series)) total += Number(match[1]);
   return total;
 }
 
@@ -67,6 +68,8 @@ describe("npm start on its embedded defaults", () => {
     expect(metrics).toMatch(/^mindroom_instances\{/m);
     expect(first.output()).toMatch(/SANDBOX MODE/);
     await eventually("the four seeded instances running", async () => runningInstances((await get(port, "/metrics")).body) === 4, 90_000);
+    // New instances are probed at once (real HTTP through the sandbox's ingress).
+    await eventually("the four seeded instances healthy", async () => runningInstances((await get(port, "/metrics")).body, "healthy") === 4, 90_000);
 
     const send = spawnSync(process.execPath, ["src/bin.mjs", "stripe", "send", "customer.subscription.created", "--tier", "starter"], {
       env: { PATH: process.env.PATH, DATA_DIR: dataDir, PORT: String(port) },
