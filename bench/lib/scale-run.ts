@@ -1,0 +1,268 @@
+/**
+ * One run of the scale benchmark: a fresh database and fresh sandbox hosts, N instances inserted
+ * in bulk, the real Reconciler (buildReconciler, the daemon's wiring) driven by the real
+ * WorkQueue and Controller until every instance runs, then one steady-state pass over every key.
+ *
+ * Modes differ only in observation and workers:
+ * - ours: the daemon's Observer (shallow host view shared by all workers for 2 s, deep rotation
+ *   set to a day so the steady state is shallow) and MAX_CONCURRENT_RECONCILES workers;
+ * - naive: NaiveObserver (per-app `ps:report`, deep observe of every app on every pass) and one
+ *   worker, i.e. one instance at a time.
+ *
+ * Both modes run the daemon's SQL LISTEN source (placement bumps the generation, and its NOTIFY
+ * brings the instance back for the pass that confirms it). Not in the loop, in either mode: leader
+ * election (the lease is taken once, in a private database), the periodic resync and the health
+ * prober. Keys are enqueued once by the benchmark, as the first resync of a new leader would.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { type Logger, pino } from "pino";
+import type { Sql } from "postgres";
+import { Registry } from "prom-client";
+import ssh2 from "ssh2";
+
+import { loadConfig } from "../../src/config.ts";
+import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
+import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
+import { Controller } from "../../src/reconciler/controller.ts";
+import { createControllerMetrics } from "../../src/reconciler/metrics.ts";
+import { Observer } from "../../src/reconciler/observe.ts";
+import { WorkQueue } from "../../src/reconciler/queue.ts";
+import type { Reconciler } from "../../src/reconciler/reconcile.ts";
+import { buildReconciler } from "../../src/runtime/controller.ts";
+import { startSqlSource } from "../../src/sources/sql.ts";
+import { upsertHost } from "../../src/state/hosts.ts";
+import { createInstanceStore } from "../../src/state/instances.ts";
+import { leaseStore, RECONCILER_LEASE } from "../../src/state/lease.ts";
+import { NaiveObserver } from "./naive-observer.ts";
+import type { BenchPostgres } from "./pg.ts";
+import { type ResourceSample, ResourceSampler } from "./resources.ts";
+import { insertWorkload } from "./workload.ts";
+
+export type Mode = "ours" | "naive";
+
+export interface RunOptions {
+  readonly mode: Mode;
+  readonly instances: number;
+  readonly hosts: number;
+  readonly latencyMs: number;
+  /** Give up converging after this long. */
+  readonly timeoutMs: number;
+  readonly logLevel: string;
+}
+
+export interface PhaseResult {
+  readonly seconds: number;
+  readonly sshCommands: number;
+  readonly sshCommandsPerHost: number[];
+  readonly byCommand: Record<string, number>;
+  readonly reconciles: number;
+  readonly reconcileErrors: number;
+  readonly cpuSeconds: number;
+}
+
+export interface RunResult {
+  readonly mode: Mode;
+  readonly description: string;
+  readonly workers: number;
+  readonly converge: PhaseResult;
+  readonly steady: PhaseResult;
+  readonly peakRssMb: number;
+  readonly startRssMb: number;
+}
+
+const DESCRIPTIONS: Record<Mode, string> = {
+  ours: "shared shallow host view (one bulk ps:report per host, cached 2 s), deep observe only on change, MAX_CONCURRENT_RECONCILES workers",
+  naive: "per pass: ps:report <app> for each of the instance's apps + deep observe (observeApp) of each app, no cache, 1 worker",
+};
+
+/** The daemon's default shallow-view TTL (src/runtime/controller.ts DEFAULT_TUNING). */
+const HOST_VIEW_TTL_MS = 2_000;
+const DAY_MS = 24 * 60 * 60_000;
+const PROGRESS_EVERY_MS = 15_000;
+
+interface World {
+  readonly sql: Sql;
+  readonly sandboxes: Sandbox[];
+  readonly driver: DokkuDriver;
+  readonly queue: WorkQueue;
+  readonly metrics: ReturnType<typeof createControllerMetrics>;
+  readonly keys: string[];
+  readonly workers: number;
+}
+
+export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<RunResult> {
+  const cleanup: Array<() => Promise<void>> = [];
+  const sampler = new ResourceSampler();
+  try {
+    const db = await pg.createDatabase(options.mode, { max: 20 });
+    cleanup.push(() => db.drop());
+    const sandboxes = await startSandboxes(options, cleanup);
+    const world = await wire(db.sql, sandboxes, options, cleanup);
+    sampler.start();
+    const converge = await measure(world, sampler, () => converged(world, options));
+    // A periodic resync comes long after the last change: let the shared host view expire first.
+    await sleep(HOST_VIEW_TTL_MS + 100);
+    const steady = await measure(world, sampler, () => steadyPass(world));
+    const rss = sampler.stop();
+    return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss) };
+  } finally {
+    sampler.stop();
+    for (const step of cleanup.reverse()) await step().catch((error: unknown) => process.stderr.write(`bench scale: cleanup failed: ${String(error)}\n`));
+  }
+}
+
+async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<Sandbox[]> {
+  const sandboxes: Sandbox[] = [];
+  for (let i = 0; i < options.hosts; i++) {
+    const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null });
+    cleanup.push(() => sandbox.close());
+    sandbox.control.setLatency(options.latencyMs);
+    sandboxes.push(sandbox);
+  }
+  return sandboxes;
+}
+
+async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
+  const capacity = Math.ceil(options.instances / options.hosts);
+  for (const [i, sandbox] of sandboxes.entries()) {
+    await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
+  }
+  const subdomains = await insertWorkload(sql, options.instances);
+  const config = loadConfig({ LOG_LEVEL: options.logLevel });
+  const logger = pino({ level: options.logLevel }, pino.destination(2));
+  const registry = new Registry();
+  const metrics = createControllerMetrics(registry);
+  metrics.initMetrics();
+  const privateKey = ssh2.utils.generateKeyPairSync("ed25519").private;
+  const driver = createDokkuDriver({ privateKey, registry, hostConcurrency: config.hostConcurrency, logger: logger.child({ component: "dokku" }) });
+  cleanup.push(() => driver.close());
+  // A private database and one process: the lease is taken once instead of run by an elector.
+  const backupDir = await mkdtemp(join(tmpdir(), "mindroom-bench-backups-"));
+  cleanup.push(() => rm(backupDir, { recursive: true, force: true }));
+  const lease = await leaseStore(sql).acquireOrRenew({ name: RECONCILER_LEASE, holder: "bench-scale", ttlMs: DAY_MS });
+  const now = (): number => Date.now();
+  const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: HOST_VIEW_TTL_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
+  const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupDir, now: () => new Date(), epoch: () => lease.epoch });
+  const workers = options.mode === "ours" ? config.maxConcurrentReconciles : 1;
+  const queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
+  const controller = new Controller({
+    name: "instance",
+    queue,
+    metrics,
+    logger,
+    maxConcurrentReconciles: workers,
+    reconcile: reconcileFn(reconciler, observer, subdomains),
+  });
+  const stop = new AbortController();
+  const running = controller.start(stop.signal);
+  cleanup.push(async () => {
+    stop.abort();
+    await running;
+  });
+  await listen(sql, queue, logger, stop, cleanup);
+  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers };
+}
+
+/**
+ * The daemon's SQL source: placement bumps an instance's generation, and the NOTIFY it sends is
+ * what brings the instance back for the pass that confirms the new generation. Resolves once
+ * LISTEN is in place; the benchmark enqueues every key itself, so (re)connects enqueue nothing.
+ */
+async function listen(sql: Sql, queue: WorkQueue, logger: Logger, stop: AbortController, cleanup: Array<() => Promise<void>>): Promise<void> {
+  let listening!: () => void;
+  const ready = new Promise<void>((resolve) => (listening = resolve));
+  const source = startSqlSource({ sql, enqueue: (key) => queue.add(key), resyncAll: () => listening(), logger }, stop.signal);
+  cleanup.push(() => {
+    stop.abort();
+    return source;
+  });
+  await Promise.race([ready, source]);
+}
+
+function reconcileFn(reconciler: Reconciler, observer: Observer, subdomains: ReadonlyMap<string, string>) {
+  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => {
+    if (!(observer instanceof NaiveObserver)) return reconciler.reconcile(key, ctx.signal);
+    const subdomain = subdomains.get(key);
+    const apps = subdomain ? ["matrix", "backend", "frontend"].map((component) => `${subdomain}-${component}`) : [];
+    return observer.forApps(apps, () => reconciler.reconcile(key, ctx.signal));
+  };
+}
+
+/** Runs a phase from a clean slate of counters and returns what it cost. */
+async function measure(world: World, sampler: ResourceSampler, phase: () => Promise<void>): Promise<PhaseResult> {
+  for (const sandbox of world.sandboxes) sandbox.control.resetCounters();
+  const before = await counters(world);
+  const cpu = process.cpuUsage();
+  const start = performance.now();
+  await phase();
+  const seconds = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu);
+  sampler.sample();
+  const after = await counters(world);
+  const perHost = world.sandboxes.map((sandbox) => sandbox.control.commandCount);
+  return {
+    seconds,
+    sshCommands: perHost.reduce((a, b) => a + b, 0),
+    sshCommandsPerHost: perHost,
+    byCommand: byCommand(world.sandboxes),
+    reconciles: after.reconciles - before.reconciles,
+    reconcileErrors: after.errors - before.errors,
+    cpuSeconds: (used.user + used.system) / 1e6,
+  };
+}
+
+/** Enqueues every key and waits until every instance is running at its current generation. */
+async function converged(world: World, options: RunOptions): Promise<void> {
+  for (const key of world.keys) world.queue.add(key);
+  const deadline = Date.now() + options.timeoutMs;
+  let nextProgress = Date.now() + PROGRESS_EVERY_MS;
+  for (;;) {
+    const [row] = await world.sql<{ done: number; total: number }[]>`
+      select count(*) filter (where status = 'running' and observed_generation = generation)::int as done, count(*)::int as total
+      from public.instances`;
+    if (row && row.done === row.total && row.total === options.instances) break;
+    if (Date.now() >= nextProgress) {
+      process.stderr.write(`bench scale (${options.mode}): ${row?.done ?? 0}/${options.instances} instances running\n`);
+      nextProgress += PROGRESS_EVERY_MS;
+    }
+    if (Date.now() > deadline) throw new Error(`not converged after ${options.timeoutMs} ms: ${row?.done ?? 0} of ${options.instances} instances running`);
+    await sleep(100);
+  }
+  await idle(world.queue);
+}
+
+/** Enqueues every key once and waits for the queue to drain: a pass with nothing to do. */
+async function steadyPass(world: World): Promise<void> {
+  for (const key of world.keys) world.queue.add(key);
+  await idle(world.queue);
+}
+
+async function idle(queue: WorkQueue): Promise<void> {
+  while (queue.len() > 0 || queue.inFlight() > 0) await sleep(5);
+}
+
+async function counters(world: World): Promise<{ reconciles: number; errors: number }> {
+  const sum = async (metric: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> =>
+    (await metric.get()).values.reduce((total, entry) => total + entry.value, 0);
+  return { reconciles: await sum(world.metrics.reconcileTotal), errors: await sum(world.metrics.reconcileErrors) };
+}
+
+/** Commands by Dokku subcommand across all sandboxes (flags such as `--quiet` skipped). */
+function byCommand(sandboxes: readonly Sandbox[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const sandbox of sandboxes) {
+    for (const record of sandbox.control.commands) {
+      const name = record.argv.find((arg) => !arg.startsWith("--")) ?? "(none)";
+      counts[name] = (counts[name] ?? 0) + 1;
+    }
+  }
+  return counts;
+}
+
+function mb(rss: ResourceSample): { peakRssMb: number; startRssMb: number } {
+  return { peakRssMb: rss.peakBytes / 2 ** 20, startRssMb: rss.startBytes / 2 ** 20 };
+}
