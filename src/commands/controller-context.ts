@@ -10,15 +10,19 @@ import { Registry } from "prom-client";
 
 import { createDokkuDriver } from "../drivers/dokku/driver.ts";
 import { Observer } from "../reconciler/observe.ts";
+import { findOrphans } from "../reconciler/plan.ts";
 import type { Reconciler } from "../reconciler/reconcile.ts";
+import { COMPONENTS } from "../reconciler/types.ts";
 import { buildReconciler } from "../runtime/controller.ts";
 import { needsSandbox } from "../runtime/hosts.ts";
 import { loadKeyMaterial } from "../runtime/secrets.ts";
-import { pinHostKey } from "../state/hosts.ts";
+import { listHosts, pinHostKey } from "../state/hosts.ts";
 import type { CommandContext } from "./common.ts";
 
 export interface ControllerContext {
   readonly reconciler: Reconciler;
+  /** Apps on each enabled host that belong to no live instance (reported, never destroyed here). */
+  orphans(): Promise<{ host: string; apps: string[] }[]>;
   close(): Promise<void>;
 }
 
@@ -36,7 +40,21 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
   const now = () => new Date();
   const observer = new Observer({ driver, hostTtlMs: 5_000, deepIntervalMs: 0, now: () => Date.now() });
   const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupDir: join(resolve(config.dataDir), "backups"), now, epoch });
-  return { reconciler, close: () => driver.close() };
+  return {
+    reconciler,
+    orphans: async () => {
+      const result: { host: string; apps: string[] }[] = [];
+      for (const host of (await listHosts(db.sql)).filter((h) => h.enabled)) {
+        const view = await observer.host(host, AbortSignal.timeout(60_000));
+        const rows = await db.sql<{ subdomain: string }[]>`
+          select subdomain from public.instances where host_id = ${host.id} and status <> 'deprovisioned'`;
+        const known = new Set(rows.flatMap((row) => COMPONENTS.map((component) => `${row.subdomain}-${component}`)));
+        result.push({ host: host.name, apps: findOrphans(view.apps.keys(), known) });
+      }
+      return result;
+    },
+    close: () => driver.close(),
+  };
 }
 
 export interface InstanceKey {

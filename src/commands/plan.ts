@@ -29,12 +29,24 @@ export async function run(argv: string[]): Promise<number> {
           process.stdout.write(`! ${key}: cannot plan: ${coerceError(error).message}\n`);
         }
       }
+      if (!values.instance) await printOrphans(controller);
       process.stdout.write(`\n${changes} change${changes === 1 ? "" : "s"} planned across ${keys.length} subscription${keys.length === 1 ? "" : "s"}${errors ? `, ${errors} could not be planned` : ""}\n`);
       return errors > 0 ? 2 : changes > 0 ? 1 : 0;
     } finally {
       await controller.close();
     }
   });
+}
+
+/** Orphans are reported, never destroyed by a pass unless ALLOW_ORPHAN_DESTROY is set. */
+async function printOrphans(controller: { orphans(): Promise<{ host: string; apps: string[] }[]> }): Promise<void> {
+  try {
+    for (const { host, apps } of await controller.orphans()) {
+      for (const app of apps) process.stdout.write(`! orphan app ${app} on host ${host}: belongs to no instance (reported, not destroyed)\n`);
+    }
+  } catch (error) {
+    process.stdout.write(`! could not check hosts for orphans: ${coerceError(error).message}\n`);
+  }
 }
 
 async function resolveOne(sql: Parameters<typeof resolveKey>[0], id: string): Promise<string[] | undefined> {

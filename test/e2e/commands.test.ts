@@ -5,8 +5,10 @@
  */
 import { execFile } from "node:child_process";
 
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { createDokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { appsOf, eventually, type Harness, SEED_SUBDOMAINS, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -60,6 +62,17 @@ describe("operator commands", () => {
     expect(result.stdout).toMatch(/done: \+ create app demo-pro-frontend/);
     expect(h.sandbox.control.app("demo-pro-frontend")?.running).toBe(true);
     expect((await cli("plan", "--instance", "demo-pro")).status).toBe(0);
+  });
+
+  test("plan reports an app that belongs to no instance as an orphan, and leaves it alone", async () => {
+    // An app named like an instance's component, created on the host by hand.
+    const driver = createDokkuDriver({ privateKey: h.sshPrivateKey, registry: new Registry() });
+    const orphan = "leftover-backend";
+    await driver.apply({ id: "h", name: "sandbox", sshUrl: h.sandbox.sshUrl, hostKey: h.sandbox.hostKey }, { kind: "createApp", app: orphan });
+    await driver.close();
+    const result = await cli("plan");
+    expect(result.stdout).toContain(`! orphan app ${orphan} on host sandbox`);
+    expect(h.sandbox.control.app(orphan)).toBeDefined();
   });
 
   test("status shows every instance and why one is not converged", async () => {
