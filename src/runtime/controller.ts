@@ -28,6 +28,7 @@ import { leaseStore } from "../state/lease.ts";
 import { createJournal } from "../state/operations.ts";
 import { createHealthGate } from "./health-gate.ts";
 import { runScheduledJobs } from "./jobs.ts";
+import { runOutbox } from "./outbox.ts";
 
 export interface ControllerRuntimeOptions {
   readonly sql: Sql;
@@ -244,6 +245,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     prober.start(signal),
     publishInstanceGauge(deps, signal),
     runScheduledJobs(sql, deps.tuning.now, logger.child({ component: "jobs" }), signal),
+    runOutbox(sql, logger.child({ component: "outbox" }), signal),
   ];
   const results = await Promise.allSettled(parts);
   for (const result of results) {

@@ -2,7 +2,7 @@
  * The InstanceStore of the reconciler over Postgres: one subscription's desired-state inputs in,
  * status out. Rows are mapped to domain types here, at the repository boundary.
  */
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 
 import type { SubscriptionState } from "../reconciler/desired.ts";
 import type {
@@ -196,5 +196,23 @@ async function writeStatus(sql: Sql, instanceId: string, previous: InstanceStatu
       insert into public.audit_logs (account_id, instance_id, action, action_category, details, actor, success, error_message)
       values (${row.account_id}, ${instanceId}, 'instance.status_changed', 'reconcile',
               ${tx.json({ from: previous, to: update.status })}, 'controller', ${update.lastError === null}, ${update.lastError})`;
+    const notice = NOTICES[update.status];
+    if (notice) await queueNotice(tx, instanceId, notice);
   });
+}
+
+/** Emails the outbox sends on a status transition, once per instance (dedupe key). */
+const NOTICES: Partial<Record<InstanceStatus, { kind: string; subject: string; body: string }>> = {
+  running: { kind: "welcome", subject: "Your MindRoom instance is ready", body: "Your MindRoom instance is running at " },
+  deprovisioned: { kind: "cancellation", subject: "Your MindRoom instance was removed", body: "Your MindRoom instance was removed after a final backup: " },
+};
+
+async function queueNotice(tx: TransactionSql, instanceId: string, notice: { kind: string; subject: string; body: string }): Promise<void> {
+  await tx`
+    insert into public.notifications (account_id, instance_id, kind, dedupe_key, recipient, subject, body)
+    select a.id, i.id, ${notice.kind}, ${notice.kind} || ':' || i.id::text, a.email, ${notice.subject},
+           ${notice.body} || coalesce(i.frontend_url, i.subdomain)
+    from public.instances i join public.accounts a on a.id = i.account_id
+    where i.id = ${instanceId}
+    on conflict (dedupe_key) do nothing`;
 }

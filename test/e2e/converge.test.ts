@@ -44,6 +44,11 @@ describe("the controller on the sandbox host", () => {
     expect(backend.domains).toEqual(["demo-pro-api.mindroom.localhost"]);
     const [ops] = await h.db.sql<{ pending: number }[]>`select count(*)::int as pending from instance_operations where status = 'pending'`;
     expect(ops!.pending).toBe(0);
+    // One welcome email per instance, queued once and delivered by the outbox.
+    await eventually("welcome notifications delivered", async () => {
+      const rows = await h.db.sql<{ sent: boolean }[]>`select sent_at is not null as sent from notifications where kind = 'welcome'`;
+      return rows.length === 4 && rows.every((row) => row.sent);
+    });
   });
 
   test("desired_state = stopped stops every component within 2 s, and running resumes them", async () => {
