@@ -15,7 +15,7 @@ import { coerceError } from "../errors.ts";
 import { type Db, insertStripeEvent, newestEventCreated } from "../state/stripe-events.ts";
 import type { StripeLogger } from "./stripe.ts";
 import { applyCustomerState, fetchCustomerState, type StripeClient } from "./stripe-apply.ts";
-import { classifyEventType, eventTypeLabel, inboxKeys, type PriceTierMap, stripeEventSchema } from "./stripe-map.ts";
+import { eventTypeLabel, inboxRow, type PriceTierMap, stripeEventSchema } from "./stripe-map.ts";
 import type { StripeMetrics } from "./stripe-metrics.ts";
 
 export interface StripeCatchupOptions {
@@ -63,19 +63,7 @@ export async function catchUpEvents(o: StripeCatchupOptions, since?: Date): Prom
 
 async function storeListedEvent(sql: Db, raw: unknown, metrics: StripeMetrics): Promise<boolean> {
   const event = stripeEventSchema.parse(raw);
-  const keys = inboxKeys(event);
-  const ignored = classifyEventType(event.type) === "ignored";
-  const inserted = await insertStripeEvent(sql, {
-    id: event.id,
-    type: event.type,
-    objectId: keys.objectId,
-    customerId: keys.customerId,
-    created: new Date(event.created * 1000),
-    apiVersion: event.api_version ?? null,
-    livemode: event.livemode ?? null,
-    payloadJson: JSON.stringify(raw),
-    status: ignored ? "ignored" : "pending",
-  });
+  const inserted = await insertStripeEvent(sql, inboxRow(event, JSON.stringify(raw)));
   if (inserted) metrics.events.inc({ type: eventTypeLabel(event.type), result: "caught_up" });
   return inserted;
 }

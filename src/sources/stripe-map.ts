@@ -13,6 +13,7 @@
 import { z } from "zod";
 
 import { SUBSCRIPTION_STATUSES, type SubscriptionStatus, type Tier, TIERS } from "../reconciler/types.ts";
+import type { NewStripeEvent } from "../state/stripe-events.ts";
 
 /** Price id → tier, from the `STRIPE_PRICE_TIERS` configuration (fallback after the price itself). */
 export type PriceTierMap = Readonly<Record<string, Tier>>;
@@ -333,3 +334,19 @@ export function billingChanges(stored: StoredBilling | null, snap: SubscriptionS
 
 const plain = (v: string | boolean | Date | null | undefined): string | boolean | null =>
   v instanceof Date ? v.toISOString() : (v ?? null);
+
+/** The inbox row of an event, for the webhook and the catch-up alike (pure). */
+export function inboxRow(event: StripeEventEnvelope, payloadJson: string): NewStripeEvent {
+  const keys = inboxKeys(event);
+  return {
+    id: event.id,
+    type: event.type,
+    objectId: keys.objectId,
+    customerId: keys.customerId,
+    created: new Date(event.created * 1000),
+    apiVersion: event.api_version ?? null,
+    livemode: event.livemode ?? null,
+    payloadJson,
+    status: classifyEventType(event.type) === "ignored" ? "ignored" : "pending",
+  };
+}

@@ -17,7 +17,7 @@ import Stripe from "stripe";
 
 import { coerceError } from "../errors.ts";
 import { type Db, insertStripeEvent } from "../state/stripe-events.ts";
-import { classifyEventType, eventTypeLabel, inboxKeys, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
+import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
 import type { StripeMetrics } from "./stripe-metrics.ts";
 
 /** The logger methods the Stripe source uses (pino's signature). */
@@ -120,19 +120,8 @@ function verify(body: Buffer, header: string, secrets: readonly string[], now: D
 async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDeps): Promise<Answer> {
   const type = eventTypeLabel(event.type);
   const ignored = classifyEventType(event.type) === "ignored";
-  const keys = inboxKeys(event);
   try {
-    const inserted = await insertStripeEvent(deps.sql, {
-      id: event.id,
-      type: event.type,
-      objectId: keys.objectId,
-      customerId: keys.customerId,
-      created: new Date(event.created * 1000),
-      apiVersion: event.api_version ?? null,
-      livemode: event.livemode ?? null,
-      payloadJson: body.toString("utf8"),
-      status: ignored ? "ignored" : "pending",
-    });
+    const inserted = await insertStripeEvent(deps.sql, inboxRow(event, body.toString("utf8")));
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();

@@ -61,12 +61,16 @@ export async function dueCustomers(sql: Db, now: Date, limit: number): Promise<s
   const rows = await sql<{ customer: string }[]>`
     select coalesce(customer_id, '') as customer
     from stripe_events
-    where status = 'pending' and next_attempt_at <= ${now}
+    where status = 'pending' and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
     group by coalesce(customer_id, '')
     order by min(received_at)
     limit ${limit}`;
   return rows.map((r) => r.customer);
 }
+
+// "Due" compares with the later of the worker's clock and the database's: defaults such as
+// `next_attempt_at default now()` come from the database clock, which can run a few
+// milliseconds ahead of the process's, and a worker with an injected clock may be ahead of both.
 
 /** Locks and returns one customer's due pending events in arrival order (skips rows locked elsewhere). */
 export async function lockDueEvents(sql: TransactionSql, customer: string, now: Date, limit: number): Promise<PendingEvent[]> {
@@ -76,7 +80,7 @@ export async function lockDueEvents(sql: TransactionSql, customer: string, now: 
     select id, type, object_id, customer_id, created, received_at, attempts, payload
     from stripe_events
     where status = 'pending' and coalesce(customer_id, '') = ${customer}
-      and next_attempt_at <= ${now}
+      and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
     order by received_at, id
     limit ${limit}
     for update skip locked`;
@@ -118,8 +122,8 @@ export async function deferEvent(sql: Db, id: string, reason: string, until: Dat
 /** Makes a customer's parked events due now (its `customer.*` event has just been applied). */
 export async function wakeCustomer(sql: Db, customerId: string): Promise<void> {
   await sql`
-    update stripe_events set next_attempt_at = now()
-    where status = 'pending' and customer_id = ${customerId} and next_attempt_at > now()`;
+    update stripe_events set next_attempt_at = received_at
+    where status = 'pending' and customer_id = ${customerId} and next_attempt_at > received_at`;
 }
 
 /** The newest `created` in the inbox: the catch-up cursor (null when the inbox is empty). */
