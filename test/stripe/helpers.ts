@@ -6,7 +6,7 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
 import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe.ts";
-import { classifyEventType, inboxKeys, stripeEventSchema } from "../../src/sources/stripe-map.ts";
+import { inboxRow, stripeEventSchema } from "../../src/sources/stripe-map.ts";
 import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe-metrics.ts";
 import { insertStripeEvent } from "../../src/state/stripe-events.ts";
 
@@ -56,18 +56,7 @@ export async function ingest(sql: Sql, events: readonly Record<string, unknown>[
   let inserted = 0;
   for (const raw of events) {
     const event = stripeEventSchema.parse(raw);
-    const keys = inboxKeys(event);
-    const isNew = await insertStripeEvent(sql, {
-      id: event.id,
-      type: event.type,
-      objectId: keys.objectId,
-      customerId: keys.customerId,
-      created: new Date(event.created * 1000),
-      apiVersion: event.api_version ?? null,
-      livemode: event.livemode ?? null,
-      payloadJson: JSON.stringify(raw),
-      status: classifyEventType(event.type) === "ignored" ? "ignored" : "pending",
-    });
+    const isNew = await insertStripeEvent(sql, inboxRow(event, JSON.stringify(raw)));
     if (isNew) inserted += 1;
   }
   return inserted;
