@@ -58,14 +58,20 @@ function parse(argv: string[]): Options {
 
 export async function run(argv: string[]): Promise<void> {
   const options = parse(argv);
-  const pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
+  const interrupted = new AbortController();
+  const onSignal = (): void => interrupted.abort(new Error("interrupted"));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   let ours: RunResult;
   let naive: RunResult | null = null;
+  const pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
   try {
-    const common = { hosts: options.hosts, latencyMs: options.latencyMs, timeoutMs: options.timeoutMs, logLevel: options.logLevel };
+    const common = { hosts: options.hosts, latencyMs: options.latencyMs, timeoutMs: options.timeoutMs, logLevel: options.logLevel, signal: interrupted.signal };
     ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances } satisfies RunOptions);
     if (options.naiveInstances > 0) naive = await runScale(pg, { ...common, mode: "naive", instances: options.naiveInstances });
   } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     await pg.close();
   }
   const result = {

@@ -52,6 +52,8 @@ export interface RunOptions {
   /** Give up converging after this long. */
   readonly timeoutMs: number;
   readonly logLevel: string;
+  /** Aborts the run (Ctrl-C): the waits throw, and everything started is cleaned up. */
+  readonly signal: AbortSignal;
 }
 
 export interface PhaseResult {
@@ -105,8 +107,8 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
     sampler.start();
     const converge = await measure(world, sampler, () => converged(world, options));
     // A periodic resync comes long after the last change: let the shared host view expire first.
-    await sleep(HOST_VIEW_TTL_MS + 100);
-    const steady = await measure(world, sampler, () => steadyPass(world));
+    await sleep(HOST_VIEW_TTL_MS + 100, undefined, { signal: options.signal });
+    const steady = await measure(world, sampler, () => steadyPass(world, options.signal));
     const rss = sampler.stop();
     return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss) };
   } finally {
@@ -230,19 +232,19 @@ async function converged(world: World, options: RunOptions): Promise<void> {
       nextProgress += PROGRESS_EVERY_MS;
     }
     if (Date.now() > deadline) throw new Error(`not converged after ${options.timeoutMs} ms: ${row?.done ?? 0} of ${options.instances} instances running`);
-    await sleep(100);
+    await sleep(100, undefined, { signal: options.signal });
   }
-  await idle(world.queue);
+  await idle(world.queue, options.signal);
 }
 
 /** Enqueues every key once and waits for the queue to drain: a pass with nothing to do. */
-async function steadyPass(world: World): Promise<void> {
+async function steadyPass(world: World, signal: AbortSignal): Promise<void> {
   for (const key of world.keys) world.queue.add(key);
-  await idle(world.queue);
+  await idle(world.queue, signal);
 }
 
-async function idle(queue: WorkQueue): Promise<void> {
-  while (queue.len() > 0 || queue.inFlight() > 0) await sleep(5);
+async function idle(queue: WorkQueue, signal: AbortSignal): Promise<void> {
+  while (queue.len() > 0 || queue.inFlight() > 0) await sleep(5, undefined, { signal });
 }
 
 async function counters(world: World): Promise<{ reconciles: number; errors: number }> {
