@@ -10,9 +10,9 @@
  */
 import pLimit from "p-limit";
 import { Registry } from "prom-client";
-import ssh2 from "ssh2";
 
 import { createDokkuDriver, type DokkuDriver } from "../src/drivers/dokku/driver.ts";
+import { generateEd25519KeyPair } from "../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../src/drivers/dokku/sandbox/index.ts";
 import type { HostRef } from "../src/reconciler/types.ts";
 
@@ -67,7 +67,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
 }
 
 function newDriver(connectionsPerHost: number): DokkuDriver {
-  const privateKey = ssh2.utils.generateKeyPairSync("ed25519").private;
+  const privateKey = generateEd25519KeyPair().private;
   return createDokkuDriver({ privateKey, registry: new Registry(), connectionsPerHost, commandTimeoutMs: 600_000 });
 }
 

@@ -7,9 +7,8 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 
-import ssh2 from "ssh2";
-
 import { type Config, ConfigError } from "../config.ts";
+import { generateEd25519KeyPair } from "../drivers/dokku/keys.ts";
 
 export interface KeyMaterial {
   readonly sshPrivateKey: string;
@@ -30,7 +29,7 @@ async function sshKey(config: Config, sandboxMode: boolean, dir: string): Promis
     });
   }
   if (!sandboxMode) throw new ConfigError("SSH_PRIVATE_KEY", "required when DOKKU_HOSTS is set: the private key of the hosts' dokku user (or set SSH_PRIVATE_KEY_FILE)");
-  return readOrCreate(join(dir, "ssh_client_key"), () => ssh2.utils.generateKeyPairSync("ed25519").private);
+  return readOrCreate(join(dir, "ssh_client_key"), () => generateEd25519KeyPair().private);
 }
 
 async function masterKey(config: Config, sandboxMode: boolean, dir: string): Promise<string> {

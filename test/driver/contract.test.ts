@@ -7,16 +7,16 @@ import { Writable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 
 import { Registry } from "prom-client";
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 
 import { createDokkuDriver, DokkuCommandError, type DokkuDriver, type DokkuDriverOptions } from "../../src/drivers/dokku/driver.ts";
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { SshError } from "../../src/drivers/dokku/ssh.ts";
 import { OutcomeUnknownError, TerminalError } from "../../src/errors.ts";
 import type { HostRef } from "../../src/reconciler/types.ts";
 
-const privateKey = ssh2.utils.generateKeyPairSync("ed25519").private;
+const privateKey = generateEd25519KeyPair().private;
 /**
  * The sandbox's SSH server (ssh2) drops packets over 35000 bytes; real sshd takes 256 KiB and
  * the real limit is Linux's 131072-byte argument. The driver is told the sandbox's limit.
@@ -223,7 +223,7 @@ describe.each(["0.30", "0.34", "0.38"])("Dokku %s over SSH", (version) => {
   });
 
   test("host keys: a changed key is refused, an unknown key is learned once", async () => {
-    const other = ssh2.utils.generateKeyPairSync("ed25519").public;
+    const other = generateEd25519KeyPair().public;
     const { driver: pinned } = driver();
     const before = sb.control.commandCount;
     const err = await caught(pinned.observeHost({ ...host, hostKey: other }));

@@ -5,7 +5,9 @@
  */
 import type { AddressInfo } from "node:net";
 
-import { Server, type ServerChannel, utils } from "ssh2";
+import { Server, type ServerChannel } from "ssh2";
+
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 
 export interface ExecChannel {
   readonly command: string;
@@ -28,11 +30,11 @@ export interface TestServer {
 
 /** A client key in OpenSSH format (ssh2 cannot read PKCS#8 ed25519 keys). */
 export function clientKey(): string {
-  return utils.generateKeyPairSync("ed25519").private;
+  return generateEd25519KeyPair().private;
 }
 
 export async function startTestServer(handler: (exec: ExecChannel) => void): Promise<TestServer> {
-  const keys = utils.generateKeyPairSync("ed25519");
+  const keys = generateEd25519KeyPair();
   const state = { commands: [] as string[], peakSessionsPerConnection: 0, connections: 0, unresponsive: false };
   const clients = new Set<{ end(): void }>();
   const server = new Server({ hostKeys: [keys.private] }, (client) => {

@@ -9,9 +9,9 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { appsOf } from "./harness.ts";
@@ -27,7 +27,7 @@ let subscriptionId: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const key = ssh2.utils.generateKeyPairSync("ed25519");
+  const key = generateEd25519KeyPair();
   sandbox = await startSandbox({ authorizedKeys: [key.public] });
   dataDir = await mkdtemp(join(tmpdir(), "mindroom-crash-"));
   env = { DATABASE_URL: db.url, DATA_DIR: dataDir, DOKKU_HOSTS: sandbox.sshUrl, SSH_PRIVATE_KEY: key.private, MASTER_KEY: "crash-test-master-key-0123456789abcdef012345", LEADER_LEASE_TTL: "1500ms", RESYNC_INTERVAL: "1s" };

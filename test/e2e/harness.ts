@@ -8,9 +8,9 @@ import { join } from "node:path";
 
 import { pino } from "pino";
 import { Registry } from "prom-client";
-import ssh2 from "ssh2";
 
 import { loadConfig } from "../../src/config.ts";
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { type ControllerRuntime, createControllerRuntime } from "../../src/runtime/controller.ts";
 import { seed } from "../../src/state/db.ts";
@@ -41,7 +41,7 @@ export interface HarnessOptions {
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const db = await createTestDatabase({ max: 10 });
   if (options.seed !== false) await seed(db.sql);
-  const key = ssh2.utils.generateKeyPairSync("ed25519");
+  const key = generateEd25519KeyPair();
   const sandbox = await startSandbox({ dokkuVersion: options.dokkuVersion ?? "0.38", authorizedKeys: [key.public] });
   await upsertHost(db.sql, { name: "sandbox", sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000 });
   const backupDir = await mkdtemp(join(tmpdir(), "mindroom-backups-"));

@@ -1,6 +1,6 @@
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { seed } from "../../src/state/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -15,7 +15,7 @@ const processes: ServeProcess[] = [];
 beforeAll(async () => {
   db = await createTestDatabase();
   await seed(db.sql);
-  const key = ssh2.utils.generateKeyPairSync("ed25519");
+  const key = generateEd25519KeyPair();
   sandbox = await startSandbox({ authorizedKeys: [key.public] });
   env = { DATABASE_URL: db.url, DOKKU_HOSTS: sandbox.sshUrl, SSH_PRIVATE_KEY: key.private, MASTER_KEY: "leadership-test-master-key-0123456789abcdef", RESYNC_INTERVAL: "2s" };
 }, 60_000);

@@ -3,10 +3,10 @@
  * driver, probed through the sandbox's Host-routing ingress, as a real host would be.
  */
 import { Registry } from "prom-client";
-import { utils } from "ssh2";
 import { afterAll, beforeAll, expect, test } from "vitest";
 
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { COMPONENTS, type HostRef } from "../../src/reconciler/types.ts";
 import { defaultDomainFor, HealthProber } from "../../src/sources/health.ts";
@@ -24,7 +24,7 @@ let inst: SeededInstance;
 beforeAll(async () => {
   db = await createTestDatabase();
   sb = await startSandbox({ authorizedKeys: null });
-  driver = createDokkuDriver({ privateKey: utils.generateKeyPairSync("ed25519").private, registry: new Registry(), commandTimeoutMs: 15_000 });
+  driver = createDokkuDriver({ privateKey: generateEd25519KeyPair().private, registry: new Registry(), commandTimeoutMs: 15_000 });
   const host: HostRef = { id: "sandbox", name: "sandbox", sshUrl: sb.sshUrl, hostKey: sb.hostKey };
   inst = await insertInstance(db.sql, await insertHost(db.sql, sb.ingressUrl));
   for (const component of COMPONENTS) {

@@ -1,7 +1,9 @@
 /** A raw ssh2 client for the sandbox tests: exec returns bytes, stderr and the exit code. */
 import ssh2 from "ssh2";
 
-export const clientKey = ssh2.utils.generateKeyPairSync("ed25519");
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
+
+export const clientKey = generateEd25519KeyPair();
 
 export interface ExecResult {
   stdout: Buffer;

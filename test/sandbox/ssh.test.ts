@@ -8,6 +8,7 @@ import { gunzipSync } from "node:zlib";
 import type ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { clientKey, connect, exec } from "./ssh-helpers.ts";
 
@@ -210,7 +211,7 @@ describe("auth, faults and persistence", () => {
   test("a key not in authorized_keys is refused", async () => {
     const sb = await startSandbox({ authorizedKeys: [clientKey.public] });
     try {
-      const other = (await import("ssh2")).default.utils.generateKeyPairSync("ed25519");
+      const other = generateEd25519KeyPair();
       await expect(connect(sb.port, { privateKey: other.private })).rejects.toThrow(/authentication methods failed/);
     } finally {
       await sb.close();

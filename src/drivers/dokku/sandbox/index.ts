@@ -10,6 +10,7 @@ import { join } from "node:path";
 
 import ssh2 from "ssh2";
 
+import { generateEd25519KeyPair } from "../keys.ts";
 import type { Host } from "./context.ts";
 import { DeployLocks } from "./context.ts";
 import type { SandboxControl } from "./control.ts";
@@ -68,7 +69,7 @@ function loadHostKey(dir: string, given: string | undefined): string {
   if (given !== undefined) return given;
   const file = join(dir, "host_key");
   if (existsSync(file)) return readFileSync(file, "utf8");
-  const pair = ssh2.utils.generateKeyPairSync("ed25519");
+  const pair = generateEd25519KeyPair();
   writeFileSync(file, pair.private, { mode: 0o600 });
   return pair.private;
 }
