@@ -18,10 +18,17 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
+/**
+ * Node's setTimeout fires after 1 ms for delays above 2^31 - 1 ms (~24.8 days), and a 30-day
+ * retention timer would then spin: a longer wait is capped, and the queue re-arms for the rest
+ * when the capped timer fires early.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Reads the globals at call time (so vitest fake timers apply) and unrefs every timer. */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  setTimeout: (fn, ms) => setTimeout(fn, Math.min(ms, MAX_TIMER_MS)).unref(),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
 

@@ -331,3 +331,27 @@ describe("metrics", () => {
     expect(text).toContain('workqueue_longest_running_processor_seconds{name="instance",controller="instance"} 0');
   });
 });
+
+describe("very long delays", () => {
+  test("a 30-day addAfter arms one capped timer instead of spinning (Node's setTimeout overflows past 2^31 - 1 ms)", async () => {
+    const { MAX_TIMER_MS, systemClock, WorkQueue } = await import("../../src/reconciler/queue.ts");
+    let armed = 0;
+    const delays: number[] = [];
+    const clock = {
+      now: () => Date.now(),
+      setTimeout: (fn: () => void, ms: number) => {
+        armed += 1;
+        delays.push(ms);
+        return systemClock.setTimeout(fn, ms);
+      },
+      clearTimeout: (handle: unknown) => systemClock.clearTimeout(handle),
+    };
+    const queue = new WorkQueue({ name: "long", clock });
+    queue.addAfter("retention", 30 * 24 * 3600 * 1000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(armed).toBe(1);
+    expect(delays[0]).toBeGreaterThan(MAX_TIMER_MS);
+    expect(queue.len()).toBe(0);
+    queue.shutDown();
+  });
+});
