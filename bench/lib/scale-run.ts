@@ -22,10 +22,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Logger, pino } from "pino";
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
-import ssh2 from "ssh2";
 
 import { loadConfig } from "../../src/config.ts";
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
+import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { Controller } from "../../src/reconciler/controller.ts";
 import { createControllerMetrics } from "../../src/reconciler/metrics.ts";
@@ -139,7 +139,7 @@ async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup
   const registry = new Registry();
   const metrics = createControllerMetrics(registry);
   metrics.initMetrics();
-  const privateKey = ssh2.utils.generateKeyPairSync("ed25519").private;
+  const privateKey = generateEd25519KeyPair().private;
   const driver = createDokkuDriver({ privateKey, registry, hostConcurrency: config.hostConcurrency, logger: logger.child({ component: "dokku" }) });
   cleanup.push(() => driver.close());
   // A private database and one process: the lease is taken once instead of run by an elector.
