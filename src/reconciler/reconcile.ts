@@ -117,7 +117,8 @@ export class Reconciler {
       generationChanged: instance.generation !== instance.observedGeneration,
       unknownOutcome: unknown > 0,
       // Teardown always plans: its last steps (storage) are invisible to the shallow view.
-      requested: options.deep === true || desired.phase === "deprovisioned",
+      // A health restart must be planned even when the shallow view looks converged.
+      requested: options.deep === true || desired.phase === "deprovisioned" || gate.restart.length > 0,
     });
     const observed = deepReason ? await this.deps.observer.deep(instance.id, host, desired, shallow, options.signal) : undefined;
     const actions = observed ? await this.planFor(instance, desired, observed, gate.restart) : [];

@@ -25,6 +25,8 @@ export interface Harness {
   readonly backupDir: string;
   /** Moves the reconciler's clock forward. */
   advance(ms: number): void;
+  /** The reconciler's clock. */
+  now(): Date;
   /** Stops the controller only (the database and the sandbox stay up). */
   stopController(): Promise<void>;
   readonly sshPrivateKey: string;
@@ -69,6 +71,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     advance: (ms) => {
       offset += ms;
     },
+    now: () => new Date(Date.now() + offset),
     stopController: async () => {
       stopping.abort();
       await done;
