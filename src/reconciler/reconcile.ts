@@ -106,8 +106,16 @@ export class Reconciler {
   private async passForInstance(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<PassOutcome> {
     const instance = subject.instance;
     const desired = desiredInstance(subject.subscription, instance, { now, ...this.deps.desiredOptions });
-    const host = subject.host ?? (await this.placeIfNeeded(subject, desired, options));
-    if (!host) return this.withoutHost(instance, desired, now, options);
+    if (!subject.host) {
+      const placed = await this.placeIfNeeded(subject, desired, options);
+      if (!placed) return this.withoutHost(instance, desired, now, options);
+      // Placement bumped the generation: continue on a fresh read, so this pass can record
+      // convergence on the current generation instead of leaving it to another pass.
+      const fresh = await this.deps.store.load(subject.subscription.id);
+      if (!fresh?.instance || !fresh.host) return { kind: "gone" };
+      return this.passForInstance(fresh as ReconcileSubject & { instance: InstanceRecord }, now, options);
+    }
+    const host = subject.host;
     const epoch = options.dryRun ? 0 : this.requireEpoch();
     const unknown = options.dryRun ? 0 : await this.deps.journal.recoverPending(instance.id, epoch);
     const hostView = await this.deps.observer.host(host, options.signal);

@@ -81,6 +81,11 @@ describe("the controller on the sandbox host", () => {
     expect(before.config.MINDROOM_TIER).toBe("starter");
     await h.db.sql`update subscriptions set tier = 'enterprise' where id = ${await subscriptionOf("demo-starter")}`;
     await eventually("enterprise environment", () => h.sandbox.control.app("demo-starter-backend")?.config.MINDROOM_TIER === "enterprise", 20_000);
+    // Config is set before resources within the pass: wait for the pass to converge.
+    await eventually("converged on the new tier", async () => {
+      const row = await instanceStatus("demo-starter");
+      return row.generation === row.observed && row.status === "running";
+    }, 20_000);
     const after = h.sandbox.control.app("demo-starter-backend")!;
     expect(after.config.MAX_AGENTS).toBe("unlimited");
     expect(JSON.stringify(after.limits)).not.toEqual(JSON.stringify(before.limits));
