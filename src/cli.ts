@@ -23,6 +23,7 @@ const COMMANDS: Record<string, Command> = {
   hosts: { summary: "hosts list | add NAME SSH_URL [--capacity N] [--region R] | remove NAME", load: () => import("./commands/hosts.ts") },
   sandbox: { summary: "sandbox [--port N] [--dokku-version V] [--authorized-keys FILE]: a local Dokku host", load: () => import("./drivers/dokku/sandbox/cli.ts") },
   stripe: { summary: "stripe sync [--customer ID] | stripe send TRIGGER [--customer ID] [--tier T] [--url URL]", load: () => import("./commands/stripe.ts") },
+  doctor: { summary: "check the database, the hosts and Stripe, and say what is wrong (exit 0 ok, 1 problems)", load: () => import("./commands/doctor.ts") },
   bench: { summary: "bench ssh|scale|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
 };
 

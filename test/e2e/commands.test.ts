@@ -90,6 +90,23 @@ describe("operator commands", () => {
     expect(result.stderr).toMatch(/no instance or subscription matches "no-such-instance"/);
   });
 
+  test("doctor checks the database, the host over SSH and Stripe, and flags a dead-lettered event", async () => {
+    const noSecret = await cli("doctor");
+    expect(noSecret.status).toBe(1);
+    expect(noSecret.stdout).toMatch(/^FAIL {2}stripe webhook: STRIPE_WEBHOOK_SECRET is not set/m);
+    env.STRIPE_WEBHOOK_SECRET = "whsec_doctor_test";
+    const healthy = await cli("doctor");
+    expect(healthy.status, healthy.stdout + healthy.stderr).toBe(0);
+    expect(healthy.stdout).toMatch(/^ok {4}database: reachable, at migration \d+/m);
+    expect(healthy.stdout).toMatch(/^ok {4}host sandbox: Dokku 0\.38\.27, \d+ apps/m);
+    await h.db.sql`insert into stripe_events (id, type, created, payload, status, last_error) values ('evt_doctor', 'customer.updated', now(), '{}', 'dead', 'boom')`;
+    const sick = await cli("doctor");
+    expect(sick.status).toBe(1);
+    expect(sick.stdout).toMatch(/^FAIL {2}stripe inbox: 1 dead-lettered events/m);
+    await h.db.sql`delete from stripe_events where id = 'evt_doctor'`;
+    delete env.STRIPE_WEBHOOK_SECRET;
+  });
+
   test("hosts list, add and remove", async () => {
     expect((await cli("hosts", "add", "edge-1", "ssh://dokku@10.0.0.9:22", "--capacity", "50", "--region", "eu")).status).toBe(0);
     const list = await cli("hosts", "list");

@@ -1,0 +1,97 @@
+/**
+ * `mindroom-reconciler doctor`: checks what the daemon depends on and prints, for each, "ok" or
+ * what is wrong and what to do. Exit 0 when everything is ok, 1 when something is not.
+ * Read-only: it observes hosts but changes nothing (a host key is pinned on first contact only).
+ */
+import { Registry } from "prom-client";
+
+import { createDokkuDriver } from "../drivers/dokku/driver.ts";
+import { coerceError } from "../errors.ts";
+import { needsSandbox } from "../runtime/hosts.ts";
+import { loadKeyMaterial } from "../runtime/secrets.ts";
+import { createStripeClient } from "../sources/stripe-sources.ts";
+import { listHosts, pinHostKey } from "../state/hosts.ts";
+import { migrationStatus } from "../state/migrate.ts";
+import { type CommandContext, withDatabase } from "./common.ts";
+
+interface Check {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.length > 0) {
+    process.stderr.write("usage: mindroom-reconciler doctor\n");
+    return 2;
+  }
+  return withDatabase(async (ctx) => {
+    const checks = [await database(ctx), ...(await hosts(ctx)), ...(await stripe(ctx)), await inbox(ctx)];
+    for (const check of checks) process.stdout.write(`${check.ok ? "ok  " : "FAIL"}  ${check.name}: ${check.detail}\n`);
+    const failed = checks.filter((check) => !check.ok).length;
+    process.stdout.write(`\n${failed === 0 ? "everything looks right" : `${failed} problem${failed === 1 ? "" : "s"} found`}\n`);
+    return failed === 0 ? 0 : 1;
+  });
+}
+
+async function database(ctx: CommandContext): Promise<Check> {
+  try {
+    const status = await migrationStatus(ctx.db.sql);
+    if (status.pending > 0) return { name: "database", ok: false, detail: `${status.pending} migrations pending: run mindroom-reconciler migrate (serve does it at start)` };
+    return { name: "database", ok: true, detail: `reachable, at migration ${status.current}${ctx.db.embedded ? " (embedded)" : ""}` };
+  } catch (error) {
+    return { name: "database", ok: false, detail: `${coerceError(error).message}: check DATABASE_URL` };
+  }
+}
+
+async function hosts(ctx: CommandContext): Promise<Check[]> {
+  const { db, config } = ctx;
+  const all = (await listHosts(db.sql)).filter((host) => host.enabled);
+  if (all.length === 0) return [{ name: "hosts", ok: true, detail: "none registered: serve runs a sandbox Dokku host (set DOKKU_HOSTS for real hosts)" }];
+  const keys = await loadKeyMaterial(config, await needsSandbox(db.sql, config));
+  const driver = createDokkuDriver({ privateKey: keys.sshPrivateKey, registry: new Registry(), commandTimeoutMs: 15_000, onHostKeyLearned: (hostId, key) => pinHostKey(db.sql, hostId, key) });
+  try {
+    const checks: Check[] = [];
+    for (const host of all) {
+      try {
+        const view = await driver.observeHost(host, AbortSignal.timeout(20_000));
+        checks.push({ name: `host ${host.name}`, ok: true, detail: `Dokku ${view.dokkuVersion}, ${view.apps.size} apps, ${host.instances}/${host.capacity} instances placed` });
+      } catch (error) {
+        const hint = host.name === "sandbox" ? " (the sandbox host lives inside `serve`: start it first)" : "";
+        checks.push({ name: `host ${host.name}`, ok: false, detail: `${coerceError(error).message}${hint}` });
+      }
+    }
+    return checks;
+  } finally {
+    await driver.close();
+  }
+}
+
+async function stripe(ctx: CommandContext): Promise<Check[]> {
+  const { stripe: settings } = ctx.config;
+  const checks: Check[] = [
+    settings.webhookSecrets.length > 0
+      ? { name: "stripe webhook", ok: true, detail: `${settings.webhookSecrets.length} signing secret(s) configured` }
+      : { name: "stripe webhook", ok: !ctx.config.dokkuHosts, detail: "STRIPE_WEBHOOK_SECRET is not set: the webhook answers 503 (sandbox mode generates one)" },
+  ];
+  const client = createStripeClient(settings);
+  if (!client) return [...checks, { name: "stripe api", ok: true, detail: "STRIPE_API_KEY not set: payload mode, ordering is best-effort (see README)" }];
+  try {
+    await client.events.list({ limit: 1 });
+    checks.push({ name: "stripe api", ok: true, detail: "the API key works (refetch and catch-up enabled)" });
+  } catch (error) {
+    checks.push({ name: "stripe api", ok: false, detail: `${coerceError(error).message}: check STRIPE_API_KEY` });
+  }
+  return checks;
+}
+
+async function inbox(ctx: CommandContext): Promise<Check> {
+  const [row] = await ctx.db.sql<{ dead: number; pending: number }[]>`
+    select count(*) filter (where status = 'dead')::int as dead,
+           count(*) filter (where status in ('pending', 'failed'))::int as pending
+    from public.stripe_events`;
+  const dead = row?.dead ?? 0;
+  return dead > 0
+    ? { name: "stripe inbox", ok: false, detail: `${dead} dead-lettered events: see mindroom-reconciler status, fix the cause, then stripe sync` }
+    : { name: "stripe inbox", ok: true, detail: `${row?.pending ?? 0} pending, none dead` };
+}
