@@ -13,6 +13,7 @@ import type { Config } from "./config.ts";
 import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
 import { baseRoutes, closeServer, createHttpServer, type Handler, listen, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
+import { once } from "./once.ts";
 import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
 import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
 import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
@@ -121,10 +122,6 @@ async function runStops(stops: (() => Promise<void>)[], logger: Logger): Promise
   }
 }
 
-function once(fn: () => Promise<void>): () => Promise<void> {
-  let done: Promise<void> | undefined;
-  return () => (done ??= fn());
-}
 
 function publicKeyOf(privateKey: string): string {
   const parsed = ssh2.utils.parseKey(privateKey);

@@ -20,3 +20,11 @@ export async function withDatabase<T>(fn: (ctx: CommandContext) => Promise<T>): 
     await db.close();
   }
 }
+
+/** Prints rows as aligned columns under `header` (two spaces between columns). */
+export function printTable(header: readonly string[], rows: readonly (readonly string[])[]): void {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((cells) => (cells[column] ?? "").length)));
+  for (const cells of [header, ...rows]) {
+    process.stdout.write(`${cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd()}\n`);
+  }
+}

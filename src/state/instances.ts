@@ -4,19 +4,20 @@
  */
 import type { Sql, TransactionSql } from "postgres";
 
-import type { SubscriptionState } from "../reconciler/desired.ts";
-import type {
-  Condition,
-  HealthStatus,
-  HostRef,
-  InstanceRecord,
-  InstanceStatus,
-  InstanceStore,
-  Phase,
-  ReconcileSubject,
-  StatusUpdate,
-  SubscriptionStatus,
-  Tier,
+import { appName, type SubscriptionState } from "../reconciler/desired.ts";
+import {
+  COMPONENTS,
+  type Condition,
+  type HealthStatus,
+  type HostRef,
+  type InstanceRecord,
+  type InstanceStatus,
+  type InstanceStore,
+  type Phase,
+  type ReconcileSubject,
+  type StatusUpdate,
+  type SubscriptionStatus,
+  type Tier,
 } from "../reconciler/types.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -215,4 +216,11 @@ async function queueNotice(tx: TransactionSql, instanceId: string, notice: { kin
     from public.instances i join public.accounts a on a.id = i.account_id
     where i.id = ${instanceId}
     on conflict (dedupe_key) do nothing`;
+}
+
+/** Dokku app names of every live instance placed on a host (what orphans are measured against). */
+export async function liveAppNames(sql: Sql, hostId: string): Promise<Set<string>> {
+  const rows = await sql<{ subdomain: string }[]>`
+    select subdomain from public.instances where host_id = ${hostId} and status <> 'deprovisioned'`;
+  return new Set(rows.flatMap((row) => COMPONENTS.map((component) => appName(row.subdomain, component))));
 }

@@ -10,6 +10,7 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { isAlive } from "../../src/state/embedded.ts";
 import { eventually } from "./harness.ts";
 import { type ServeProcess, startServe } from "./serve-process.ts";
 
@@ -42,14 +43,6 @@ async function postmasterPid(): Promise<number> {
   return Number((await readFile(join(dataDir, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 function serve(): ServeProcess {
   // No DATABASE_URL, no DOKKU_HOSTS, no secrets: only where to keep data and a free port.
@@ -80,11 +73,11 @@ describe("npm start on its embedded defaults", () => {
     await eventually("a fifth instance running", async () => runningInstances((await get(port, "/metrics")).body) === 5, 90_000);
 
     const pid = await postmasterPid();
-    expect(alive(pid)).toBe(true);
+    expect(isAlive(pid)).toBe(true);
     first.kill("SIGINT");
     const exit = await first.exited;
     expect(exit.code).toBe(0);
-    await eventually("embedded Postgres stopped", () => !alive(pid), 20_000);
+    await eventually("embedded Postgres stopped", () => !isAlive(pid), 20_000);
 
     const second = serve();
     const port2 = await second.port;
