@@ -9,12 +9,12 @@
 -- Ids: accounts a0.., subscriptions b0.., instances c0.., API key d0.., ticket e0..; the last digit
 -- is the tier: 1 free, 2 starter, 3 professional, 4 enterprise.
 
--- Sign-ups: the auth.users trigger creates the account rows.
-insert into auth.users (id, email, raw_user_meta_data) values
-  ('a0000000-0000-4000-8000-000000000001', 'demo-free@example.com', '{"full_name": "Fay Free"}'),
-  ('a0000000-0000-4000-8000-000000000002', 'demo-starter@example.com', '{"full_name": "Sam Starter"}'),
-  ('a0000000-0000-4000-8000-000000000003', 'demo-pro@example.com', '{"full_name": "Pat Professional"}'),
-  ('a0000000-0000-4000-8000-000000000004', 'demo-enterprise@example.com', '{"full_name": "Eve Enterprise"}')
+-- Confirmed sign-ups: the auth.users trigger creates the account rows.
+insert into auth.users (id, email, email_confirmed_at, raw_user_meta_data) values
+  ('a0000000-0000-4000-8000-000000000001', 'demo-free@example.com', now(), '{"full_name": "Fay Free"}'),
+  ('a0000000-0000-4000-8000-000000000002', 'demo-starter@example.com', now(), '{"full_name": "Sam Starter"}'),
+  ('a0000000-0000-4000-8000-000000000003', 'demo-pro@example.com', now(), '{"full_name": "Pat Professional"}'),
+  ('a0000000-0000-4000-8000-000000000004', 'demo-enterprise@example.com', now(), '{"full_name": "Eve Enterprise"}')
 on conflict do nothing;
 
 insert into public.accounts (id, email, full_name, company_name, stripe_customer_id) values

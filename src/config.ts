@@ -6,6 +6,7 @@
 import ms from "ms";
 import { z } from "zod";
 
+import { DEFAULT_TEMPLATE, IMAGE_PATTERN, imageAllowed, templateRepositories } from "./reconciler/template.ts";
 import { TIERS } from "./reconciler/types.ts";
 
 export const DEFAULTS = {
@@ -86,6 +87,22 @@ const priceTiers = z.string().transform((text, ctx) => {
   return map;
 });
 
+const ALLOWLIST_EXPECTED = "expected a comma-separated list of image repositories (ghcr.io/org/app) or registry paths ending in / (ghcr.io/org/), without tags";
+/** Repositories (`ghcr.io/mindroom-ai/mindroom-backend`) or registry paths ending in `/`; no tag or digest. */
+const imageAllowlist = z
+  .string()
+  .transform((text) => text.split(",").map((s) => s.trim()).filter((s) => s !== ""))
+  .pipe(
+    z
+      .array(
+        z
+          .string()
+          .regex(IMAGE_PATTERN, ALLOWLIST_EXPECTED)
+          .refine((entry) => !entry.includes("@") && !/:[^/]*$/.test(entry), ALLOWLIST_EXPECTED),
+      )
+      .min(1, ALLOWLIST_EXPECTED),
+  );
+
 const schema = z.object({
   DATABASE_URL: optionalText.pipe(z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional()),
   DATA_DIR: z.string().min(1).default(DEFAULTS.DATA_DIR),
@@ -119,6 +136,7 @@ const schema = z.object({
   RETENTION_PERIOD: duration("how long canceled instances are kept before teardown").prefault(DEFAULTS.RETENTION_PERIOD),
   MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
   HOST_CONCURRENCY: integer(1, 64).default(DEFAULTS.HOST_CONCURRENCY),
+  IMAGE_ALLOWLIST: optionalText.pipe(imageAllowlist.optional()),
   BACKUP_STORE: optionalText.pipe(z.enum(["local", "supabase"], "expected local or supabase").optional()),
   SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
   SUPABASE_SERVICE_ROLE_KEY: optionalText,
@@ -158,6 +176,8 @@ export interface Config {
   readonly retentionPeriodMs: number;
   readonly maxConcurrentReconciles: number;
   readonly hostConcurrency: number;
+  /** Where deployed images may come from; defaults to the template's own repositories. */
+  readonly imageAllowlist: readonly string[];
   readonly backupStore: "local" | "supabase";
   readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined };
   readonly smtpUrl: string | undefined;
@@ -193,6 +213,10 @@ function checkCombinations(raw: Raw): void {
   if (raw.SSH_PRIVATE_KEY && raw.SSH_PRIVATE_KEY_FILE) {
     throw new ConfigError("SSH_PRIVATE_KEY_FILE", "set either SSH_PRIVATE_KEY or SSH_PRIVATE_KEY_FILE, not both");
   }
+  const refused = raw.IMAGE_ALLOWLIST && templateRepositories(DEFAULT_TEMPLATE).filter((repository) => !imageAllowed(repository, raw.IMAGE_ALLOWLIST!));
+  if (refused && refused.length > 0) {
+    throw new ConfigError("IMAGE_ALLOWLIST", `must allow the template's own images too; add ${refused.join(", ")}`);
+  }
   if (raw.BACKUP_STORE === "supabase" && (!raw.SUPABASE_URL || !raw.SUPABASE_SERVICE_ROLE_KEY)) {
     throw new ConfigError("BACKUP_STORE", "supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY to be set");
   }
@@ -220,6 +244,7 @@ function toConfig(raw: Raw): Config {
     retentionPeriodMs: raw.RETENTION_PERIOD,
     maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,
     hostConcurrency: raw.HOST_CONCURRENCY,
+    imageAllowlist: raw.IMAGE_ALLOWLIST ?? templateRepositories(DEFAULT_TEMPLATE),
     backupStore: raw.BACKUP_STORE ?? "local",
     supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY },
     smtpUrl: raw.SMTP_URL,

@@ -8,7 +8,9 @@
  *    | none. `none` (no instance yet) becomes `stopped` here, since an instance row exists.
  * 2. `instances.desired_state` may only lower that phase, never raise it.
  * 3. `reconcile_paused` → `paused: true` (plan acts on nothing).
- * 4. Each component's spec comes from the template, the instance overrides and the tier.
+ * 4. Each component's spec comes from the template, the operator's overrides and the tier. No
+ *    tenant-written value (`instances.config`) is an input, and every image must be on the
+ *    operator's allow-list (IMAGE_ALLOWLIST).
  */
 import { TerminalError } from "../errors.ts";
 import { contentHash } from "./hash.ts";
@@ -16,21 +18,25 @@ import { type InstanceSecrets,instanceSecrets } from "./secrets.ts";
 import {
   BASE_DOMAIN_PLACEHOLDER,
   type ComponentOverride,
+  imageAllowed,
+  imageRepository,
   type InstanceTemplate,
+  OVERRIDES_FIELD,
   parseInstanceOverrides,
   SUBDOMAIN_PLACEHOLDER,
 } from "./template.ts";
 import {
+  appName,
   type Component,
   COMPONENTS,
   type DesiredApp,
   type DesiredInstance,
+  type InstanceState,
   type Phase,
   PHASES,
   type ResourceLimits,
   type StorageSpec,
-  type SubscriptionStatus,
-  type Tier,
+  type SubscriptionState,
 } from "./types.ts";
 
 const DAY_MS = 86_400_000;
@@ -42,45 +48,6 @@ export const SPEC_HASH_ENV = "MINDROOM_SPEC_HASH";
 export const MIN_MEMORY_MB = 64;
 export const MIN_CPUS = 0.05;
 
-/** Usage limits of a tier; null means unlimited (rendered as "unlimited"). */
-export interface TierLimits {
-  readonly maxAgents: number | null;
-  readonly maxMessagesPerDay: number | null;
-  readonly maxStorageGb: number | null;
-  readonly maxPlatforms: number | null;
-  readonly maxTeamMembers: number | null;
-}
-
-/** A `subscriptions` row as desired state needs it (the state layer maps rows to this). */
-export interface SubscriptionState {
-  readonly id: string;
-  readonly accountId: string;
-  readonly tier: Tier;
-  readonly status: SubscriptionStatus;
-  /** When `past_due` was first seen (Stripe has no such field); starts the grace clock. */
-  readonly pastDueSince: Date | null;
-  readonly canceledAt: Date | null;
-  readonly cancelAtPeriodEnd: boolean;
-  readonly currentPeriodEnd: Date | null;
-  readonly region: string | null;
-  readonly limits: TierLimits;
-  readonly features: Readonly<Record<string, boolean>>;
-  /** The tier's resource budget for the whole instance, split across components by the template. */
-  readonly resources: ResourceLimits;
-}
-
-/** An `instances` row as desired state needs it. */
-export interface InstanceState {
-  readonly id: string;
-  readonly subdomain: string;
-  /** Override that may only lower the billing phase; null = follow billing. */
-  readonly desiredState: Phase | null;
-  readonly reconcilePaused: boolean;
-  /** `instances.config` jsonb; `components.<c>.image|env` are read (see template.ts). */
-  readonly config: Readonly<Record<string, unknown>>;
-  readonly generation: number;
-}
-
 export interface DesiredOptions {
   readonly now: Date;
   readonly gracePeriodMs: number;
@@ -89,6 +56,8 @@ export interface DesiredOptions {
   /** Secret: derives per-instance secrets. Never logged, never in an error message. */
   readonly masterKey: string;
   readonly template: InstanceTemplate;
+  /** Repositories (or `registry/path/` prefixes) an image may come from; see imageAllowed. */
+  readonly imageAllowlist: readonly string[];
   /** Whether apps get TLS and https URLs (false for `*.localhost` sandbox domains). */
   readonly tls: boolean;
 }
@@ -167,10 +136,10 @@ export function effectivePhase(billing: BillingPhase, override: Phase | null): {
   return { phase: override, reason: `${reason}; lowered to ${override} by desired_state`, changesAt };
 }
 
-/** The whole desired instance. Throws TerminalError for a bad subdomain, config or master key. */
+/** The whole desired instance. Throws TerminalError for a bad subdomain, override, image or master key. */
 export function desiredInstance(sub: SubscriptionState, inst: InstanceState, opts: DesiredOptions): DesiredInstance {
   const { phase, reason, changesAt } = effectivePhase(billingPhase(sub, opts), inst.desiredState);
-  const overrides = parseInstanceOverrides(inst.config);
+  const overrides = parseInstanceOverrides(inst.overrides);
   const context = instanceContext(sub, inst, opts);
   const apps = COMPONENTS.map((component) => desiredApp(component, context, overrides[component]));
   return {
@@ -205,11 +174,6 @@ export function instanceContext(sub: SubscriptionState, inst: InstanceState, opt
   return { sub, inst, opts, domains, secrets: instanceSecrets(opts.masterKey, inst.id) };
 }
 
-/** Deterministic Dokku app name (DESIGN section 7): a crash after create leaks nothing. */
-export function appName(subdomain: string, component: Component): string {
-  return `${subdomain}-${component}`;
-}
-
 /** One component's desired app, with MINDROOM_SPEC_HASH set to the hash of everything else. */
 export function desiredApp(component: Component, ctx: InstanceContext, override: ComponentOverride | undefined): DesiredApp {
   const tpl = ctx.opts.template[component];
@@ -222,7 +186,7 @@ export function desiredApp(component: Component, ctx: InstanceContext, override:
   const spec = {
     component,
     app,
-    image: override?.image ?? tpl.image,
+    image: allowedImage(component, override?.image ?? tpl.image, ctx.opts.imageAllowlist),
     port: tpl.port,
     healthPath: tpl.healthPath,
     storage,
@@ -233,6 +197,15 @@ export function desiredApp(component: Component, ctx: InstanceContext, override:
   };
   const specHash = appSpecHash(spec);
   return { ...spec, env: { ...env, [SPEC_HASH_ENV]: specHash }, specHash };
+}
+
+/** The image, if the operator's allow-list admits it; a TerminalError naming the repository otherwise. */
+function allowedImage(component: Component, image: string, allowlist: readonly string[]): string {
+  if (imageAllowed(image, allowlist)) return image;
+  throw new TerminalError(
+    "image_not_allowed",
+    `${OVERRIDES_FIELD}.${component}.image: repository ${imageRepository(image)} is not in IMAGE_ALLOWLIST; the operator must allow it before it can be deployed`,
+  );
 }
 
 /** Hash of an app's spec, ignoring its own MINDROOM_SPEC_HASH and specHash fields. */
@@ -321,7 +294,7 @@ function checkedOverrideEnv(component: Component, own: Readonly<Record<string, s
   const env = override?.env ?? {};
   for (const key of Object.keys(env)) {
     if (key in own || RESERVED_ENV_PREFIXES.some((prefix) => key.startsWith(prefix))) {
-      throw new TerminalError("invalid_instance_config", `invalid instance config: instances.config.components.${component}.env.${key}: reserved by the controller`);
+      throw new TerminalError("invalid_instance_overrides", `invalid instance overrides: ${OVERRIDES_FIELD}.${component}.env.${key}: reserved by the controller`);
     }
   }
   return env;

@@ -1,8 +1,9 @@
 /**
  * The instance template: what every instance is made of, one entry per component. Parsed with zod
  * from `unknown` (a file, a config value, or nothing: the defaults below), so a bad template fails
- * at start-up, not during a reconcile. Per-instance overrides (`instances.config`) are parsed here
- * too, and a bad one is a TerminalError naming the field (retrying cannot fix a bad row).
+ * at start-up, not during a reconcile. The operator's per-instance overrides (`instance_overrides`)
+ * are parsed here too, and a bad one is a TerminalError naming the field (retrying cannot fix a
+ * bad row). Tenants set none of this: `instances.config` never reaches desired state.
  */
 import { z } from "zod";
 
@@ -108,34 +109,60 @@ const componentOverrideSchema = z
   .strict();
 
 /**
- * `instances.config` (jsonb). Only `components` is read by the controller; other top-level keys
- * belong to the product and are ignored, but inside `components` everything is checked strictly so
- * a typo does not silently do nothing.
+ * `instance_overrides.components` (jsonb, operator-only; migration 0007 checks the same shape in
+ * SQL). Strict at every level, so a typo does not silently do nothing.
  */
-const instanceConfigSchema = z.looseObject({
-  components: z
-    .object({
-      matrix: componentOverrideSchema.optional(),
-      backend: componentOverrideSchema.optional(),
-      frontend: componentOverrideSchema.optional(),
-    })
-    .strict()
-    .optional(),
-});
+const componentOverridesSchema = z
+  .object({
+    matrix: componentOverrideSchema.optional(),
+    backend: componentOverrideSchema.optional(),
+    frontend: componentOverrideSchema.optional(),
+  })
+  .strict();
 
 export type ComponentOverride = z.infer<typeof componentOverrideSchema>;
 export type InstanceOverrides = { readonly [C in Component]?: ComponentOverride | undefined };
 
+/** Where the overrides live, for error messages: the operator knows where to look. */
+export const OVERRIDES_FIELD = "instance_overrides.components";
+
 /**
- * Parses `instances.config`. A bad value is a TerminalError whose message names the field
- * (`instances.config.components.backend.image: ...`) but never echoes the value.
+ * Parses the operator's overrides of one instance. A bad value is a TerminalError whose message
+ * names the field (`instance_overrides.components.backend.image: ...`) but never echoes the value.
  */
-export function parseInstanceOverrides(config: unknown): InstanceOverrides {
-  const parsed = instanceConfigSchema.safeParse(config ?? {});
+export function parseInstanceOverrides(components: unknown): InstanceOverrides {
+  const parsed = componentOverridesSchema.safeParse(components ?? {});
   if (!parsed.success) {
-    throw new TerminalError("invalid_instance_config", `invalid instance config: ${formatIssues(parsed.error, "instances.config")}`);
+    throw new TerminalError("invalid_instance_overrides", `invalid instance overrides: ${formatIssues(parsed.error, OVERRIDES_FIELD)}`);
   }
-  return parsed.data.components ?? {};
+  return parsed.data;
+}
+
+/**
+ * The repository of an image reference: without `@digest` and without the `:tag` after the last
+ * `/` (a `:` before it is a registry port). Compared as written: `nginx` and
+ * `docker.io/library/nginx` are different repositories to the allow-list.
+ */
+export function imageRepository(image: string): string {
+  const withoutDigest = image.split("@", 1)[0] ?? image;
+  const lastSlash = withoutDigest.lastIndexOf("/");
+  const tagColon = withoutDigest.indexOf(":", lastSlash + 1);
+  return tagColon === -1 ? withoutDigest : withoutDigest.slice(0, tagColon);
+}
+
+/**
+ * Whether an image may be deployed. An allow-list entry ending in `/` admits every repository
+ * under that registry path (`ghcr.io/mindroom-ai/`); any other entry admits exactly that
+ * repository, with any tag or digest.
+ */
+export function imageAllowed(image: string, allowlist: readonly string[]): boolean {
+  const repository = imageRepository(image);
+  return allowlist.some((entry) => (entry.endsWith("/") ? repository.startsWith(entry) : repository === entry));
+}
+
+/** The default IMAGE_ALLOWLIST: exactly the template's repositories. */
+export function templateRepositories(template: InstanceTemplate): string[] {
+  return [...new Set(COMPONENTS.map((component) => imageRepository(template[component].image)))];
 }
 
 /** `path.to.field: message; ...`, without input values (they may be secrets). */

@@ -15,11 +15,14 @@
  * - drift: observed differs from desired for a reason other than a pending change.
  */
 
-import type { InstanceState, SubscriptionState } from "./desired.ts";
-
 /** Provisioning order: the homeserver first, the backend that talks to it, then the frontend. */
 export const COMPONENTS = ["matrix", "backend", "frontend"] as const;
 export type Component = (typeof COMPONENTS)[number];
+
+/** Deterministic Dokku app name (DESIGN section 7): a crash after create leaks nothing. */
+export function appName(subdomain: string, component: Component): string {
+  return `${subdomain}-${component}`;
+}
 
 /** Ordered from most to least alive: an override may only move a phase to the right. */
 export const PHASES = ["running", "stopped", "deprovisioned"] as const;
@@ -46,6 +49,48 @@ export interface ResourceLimits {
   readonly memoryMb: number;
   /** CPU limit in cores (`resource:limit --cpu <n>`). */
   readonly cpus: number;
+}
+
+/** Usage limits of a tier; null means unlimited (rendered as "unlimited"). */
+export interface TierLimits {
+  readonly maxAgents: number | null;
+  readonly maxMessagesPerDay: number | null;
+  readonly maxStorageGb: number | null;
+  readonly maxPlatforms: number | null;
+  readonly maxTeamMembers: number | null;
+}
+
+/** A `subscriptions` row as desired state needs it (the state layer maps rows to this). */
+export interface SubscriptionState {
+  readonly id: string;
+  readonly accountId: string;
+  readonly tier: Tier;
+  readonly status: SubscriptionStatus;
+  /** When `past_due` was first seen (Stripe has no such field); starts the grace clock. */
+  readonly pastDueSince: Date | null;
+  readonly canceledAt: Date | null;
+  readonly cancelAtPeriodEnd: boolean;
+  readonly currentPeriodEnd: Date | null;
+  readonly region: string | null;
+  readonly limits: TierLimits;
+  readonly features: Readonly<Record<string, boolean>>;
+  /** The tier's resource budget for the whole instance, split across components by the template. */
+  readonly resources: ResourceLimits;
+}
+
+/** An `instances` row as desired state needs it. */
+export interface InstanceState {
+  readonly id: string;
+  readonly subdomain: string;
+  /** Override that may only lower the billing phase; null = follow billing. */
+  readonly desiredState: Phase | null;
+  readonly reconcilePaused: boolean;
+  /**
+   * The operator's overrides of the template (`instance_overrides.components`, unparsed; see
+   * template.ts). Never anything a tenant wrote: `instances.config` does not reach desired state.
+   */
+  readonly overrides: unknown;
+  readonly generation: number;
 }
 
 /** Persistent storage of one component: a Dokku storage entry mounted into the container. */

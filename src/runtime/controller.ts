@@ -186,6 +186,7 @@ export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
       baseDomain: config.baseDomain,
       masterKey: wiring.masterKey,
       template: DEFAULT_TEMPLATE,
+      imageAllowlist: config.imageAllowlist,
       tls: !config.baseDomain.endsWith("localhost"),
     },
     now: wiring.now,

@@ -45,12 +45,14 @@ type AccountRow = { id: string; email: string; full_name: string | null; company
 
 /**
  * Upserts the account of a Stripe customer: by `stripe_customer_id`; else an account with the same
- * email and no Stripe id is linked to it; else a new account. `customer.deleted` deletes nothing
+ * email and no Stripe id is linked to it, unless that account is a sign-up whose email is not
+ * confirmed (pre-claiming: issue 14); else a new account. `customer.deleted` deletes nothing
  * (the account, its subscriptions and instances stay; Stripe cancels the subscriptions itself and
  * those events drive teardown): it is audited once. Stripe's name fields fill or replace local
  * ones only when Stripe has a value. An email already used by another account is kept unchanged
  * (logged in the audit row) rather than failing every later event of this customer.
- * Throws when a new customer's email belongs to an account linked to a different customer.
+ * Throws when a new customer's email belongs to an account linked to a different customer, or to
+ * an unconfirmed sign-up.
  */
 export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string | null; change: AccountChange }> {
   const byCustomer = await sql<AccountRow[]>`
@@ -59,10 +61,16 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
   if (existing !== undefined) return updateLinkedAccount(sql, existing, c, source);
   if (c.deleted) return { accountId: null, change: "unknown" };
   const email = c.email ?? placeholderEmail(c.customerId);
-  const byEmail = await sql<AccountRow[]>`
-    select id, email, full_name, company_name, stripe_customer_id from accounts where lower(email) = ${email} for update`;
+  const byEmail = await sql<(AccountRow & { trusted: boolean })[]>`
+    select id, email, full_name, company_name, stripe_customer_id, public.account_email_trusted(id) as trusted
+    from accounts where lower(email) = ${email} for update`;
   const match = byEmail[0];
   if (match !== undefined) {
+    if (!match.trusted) {
+      // Someone signed up with this email and never confirmed it: linking would hand them the
+      // customer's subscription. The event is retried, and links once the email is confirmed.
+      throw new Error(`customer ${c.customerId}: email belongs to account ${match.id}, a sign-up whose email is not confirmed; linking waits for the confirmation`);
+    }
     if (match.stripe_customer_id !== null) {
       throw new Error(`customer ${c.customerId}: email is used by account ${match.id}, already linked to customer ${match.stripe_customer_id}`);
     }

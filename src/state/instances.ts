@@ -4,8 +4,8 @@
  */
 import type { Sql, TransactionSql } from "postgres";
 
-import { appName, type SubscriptionState } from "../reconciler/desired.ts";
 import {
+  appName,
   COMPONENTS,
   type Condition,
   type HealthStatus,
@@ -16,6 +16,7 @@ import {
   type Phase,
   type ReconcileSubject,
   type StatusUpdate,
+  type SubscriptionState,
   type SubscriptionStatus,
   type Tier,
 } from "../reconciler/types.ts";
@@ -51,7 +52,7 @@ interface InstanceRow {
   subdomain: string;
   desired_state: Phase | null;
   reconcile_paused: boolean;
-  config: Record<string, unknown>;
+  overrides: unknown;
   generation: string;
   observed_generation: string;
   status: InstanceStatus;
@@ -94,11 +95,12 @@ async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileS
     where s.id = ${subscriptionId}`;
   if (!sub) return undefined;
   const [row] = await sql<InstanceRow[]>`
-    select i.id, i.account_id, i.subdomain, i.desired_state, i.reconcile_paused, i.config,
+    select i.id, i.account_id, i.subdomain, i.desired_state, i.reconcile_paused, o.components as overrides,
            i.generation::text as generation, i.observed_generation::text as observed_generation,
            i.status, i.conditions, i.health_status, i.host_id,
            h.name as host_name, h.ssh_url, h.host_key
     from public.instances i left join public.dokku_hosts h on h.id = i.host_id
+    left join public.instance_overrides o on o.instance_id = i.id
     where i.subscription_id = ${subscriptionId} and i.status <> 'deprovisioned'`;
   return {
     subscription: toSubscription(sub),
@@ -141,7 +143,7 @@ function toInstance(row: InstanceRow): InstanceRecord {
     subdomain: row.subdomain,
     desiredState: row.desired_state,
     reconcilePaused: row.reconcile_paused,
-    config: row.config ?? {},
+    overrides: row.overrides ?? {},
     generation: Number(row.generation),
     observedGeneration: Number(row.observed_generation),
     status: row.status,

@@ -14,6 +14,13 @@ const cases: Record<string, { reason: string; env: Record<string, string>; varia
   "bad webhook secret": { reason: "Stripe webhook secrets start with whsec_", env: { STRIPE_WEBHOOK_SECRET: "hunter2" }, variable: "STRIPE_WEBHOOK_SECRET", message: /whsec_/ },
   "bad price map": { reason: "tiers are the four known ones", env: { STRIPE_PRICE_TIERS: "price_1=gold" }, variable: "STRIPE_PRICE_TIERS", message: /tier one of free/ },
   "both ssh keys": { reason: "one key source only", env: { SSH_PRIVATE_KEY: "k", SSH_PRIVATE_KEY_FILE: "/f" }, variable: "SSH_PRIVATE_KEY_FILE", message: /either/ },
+  "image allow-list with a tag": { reason: "entries are repositories; a tag would pin nothing", env: { IMAGE_ALLOWLIST: "ghcr.io/mindroom-ai/mindroom-backend:v1" }, variable: "IMAGE_ALLOWLIST", message: /without tags/ },
+  "image allow-list without the template": {
+    reason: "the template's own images must stay deployable",
+    env: { IMAGE_ALLOWLIST: "ghcr.io/mindroom-ai/" },
+    variable: "IMAGE_ALLOWLIST",
+    message: /add docker\.io\/matrixdotorg\/synapse/,
+  },
   "short master key": { reason: "the master key derives secrets: it must be long", env: { MASTER_KEY: "short" }, variable: "MASTER_KEY", message: /at least 32/ },
 };
 
@@ -52,6 +59,15 @@ describe("loadConfig", () => {
   test("an empty variable counts as unset", () => {
     expect(loadConfig({ RESYNC_INTERVAL: "", PORT: " " }).resyncIntervalMs).toBe(5 * 60 * 1000);
     expect(loadConfig({ PORT: "" }).port).toBe(8080);
+  });
+
+  test("the image allow-list defaults to the template's repositories and accepts registry paths", () => {
+    expect(loadConfig({}).imageAllowlist).toEqual(["docker.io/matrixdotorg/synapse", "ghcr.io/mindroom-ai/mindroom-backend", "ghcr.io/mindroom-ai/mindroom-frontend"]);
+    expect(loadConfig({ IMAGE_ALLOWLIST: "ghcr.io/mindroom-ai/, docker.io/matrixdotorg/synapse, registry.local:5000/x/" }).imageAllowlist).toEqual([
+      "ghcr.io/mindroom-ai/",
+      "docker.io/matrixdotorg/synapse",
+      "registry.local:5000/x/",
+    ]);
   });
 
   test("webhook secrets split for rotation", () => {

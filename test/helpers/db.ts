@@ -9,8 +9,16 @@ import { inject } from "vitest";
 
 import { connect, withDatabaseName } from "../../src/state/db.ts";
 
+/**
+ * `plain`: the main test Postgres (plain Postgres, the embedded default); `sql` is its superuser.
+ * `supabase`: the Supabase-shaped cluster; `sql` is `postgres`, a non-superuser with BYPASSRLS,
+ * exactly the role a Supabase project's owner and this controller connect as.
+ */
+export type Flavor = "plain" | "supabase";
+export const FLAVORS: readonly Flavor[] = ["plain", "supabase"];
+
 export interface TestDatabase {
-  /** Superuser connection to the new database. */
+  /** The owner's connection to the new database (see Flavor). */
   readonly sql: Sql;
   readonly url: string;
   readonly name: string;
@@ -19,20 +27,22 @@ export interface TestDatabase {
 }
 
 /** A new database with every migration applied (no seed). */
-export function createTestDatabase(options: { max?: number } = {}): Promise<TestDatabase> {
-  return createDatabase(inject("pgTemplate"), options.max ?? 5);
+export function createTestDatabase(options: { max?: number; flavor?: Flavor } = {}): Promise<TestDatabase> {
+  if (options.flavor === "supabase") {
+    return createDatabase(inject("supabaseAdminUrl"), inject("supabasePostgresUrl"), inject("supabaseTemplate"), options.max ?? 5);
+  }
+  return createDatabase(inject("pgAdminUrl"), inject("pgAdminUrl"), inject("pgTemplate"), options.max ?? 5);
 }
 
 /** A new empty database (no migrations): for the migration runner's own tests. */
 export function createEmptyDatabase(): Promise<TestDatabase> {
-  return createDatabase(undefined, 5);
+  return createDatabase(inject("pgAdminUrl"), inject("pgAdminUrl"), undefined, 5);
 }
 
-async function createDatabase(template: string | undefined, max: number): Promise<TestDatabase> {
-  const adminUrl = inject("pgAdminUrl");
+async function createDatabase(adminUrl: string, ownerUrl: string, template: string | undefined, max: number): Promise<TestDatabase> {
   const name = `mindroom_test_${randomBytes(6).toString("hex")}`;
   await withAdmin(adminUrl, (admin) => admin.unsafe(`create database ${name}${template ? ` template ${template}` : ""}`));
-  const url = withDatabaseName(adminUrl, name);
+  const url = withDatabaseName(ownerUrl, name);
   const sql = connect(url, { max });
   return {
     sql,

@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 
 import { TerminalError } from "../../src/errors.ts";
@@ -10,15 +11,13 @@ import {
   desiredInstance,
   type DesiredOptions,
   effectivePhase,
-  type InstanceState,
   SPEC_HASH_ENV,
-  type SubscriptionState,
   tierEnvironment,
 } from "../../src/reconciler/desired.ts";
 import { canonicalJson, contentHash } from "../../src/reconciler/hash.ts";
 import { deriveSecret, instanceSecrets } from "../../src/reconciler/secrets.ts";
-import { DEFAULT_TEMPLATE, parseTemplate } from "../../src/reconciler/template.ts";
-import { type Component, type DesiredApp, type Phase, SUBSCRIPTION_STATUSES } from "../../src/reconciler/types.ts";
+import { DEFAULT_TEMPLATE, imageAllowed, imageRepository, parseTemplate, templateRepositories } from "../../src/reconciler/template.ts";
+import { type Component, type DesiredApp, type InstanceState, type Phase, SUBSCRIPTION_STATUSES, type SubscriptionState } from "../../src/reconciler/types.ts";
 
 const NOW = new Date("2026-03-01T12:00:00.000Z");
 const DAY = 86_400_000;
@@ -32,6 +31,7 @@ const OPTS: DesiredOptions = {
   baseDomain: "mindroom.test",
   masterKey: MASTER_KEY,
   template: parseTemplate(),
+  imageAllowlist: templateRepositories(parseTemplate()),
   tls: true,
 };
 
@@ -54,7 +54,7 @@ function sub(overrides: Partial<SubscriptionState> = {}): SubscriptionState {
 }
 
 function inst(overrides: Partial<InstanceState> = {}): InstanceState {
-  return { id: "inst-1", subdomain: "acme", desiredState: null, reconcilePaused: false, config: {}, generation: 1, ...overrides };
+  return { id: "inst-1", subdomain: "acme", desiredState: null, reconcilePaused: false, overrides: {}, generation: 1, ...overrides };
 }
 
 function appOf(apps: readonly DesiredApp[], component: Component): DesiredApp {
@@ -263,30 +263,57 @@ describe("desiredInstance", () => {
   });
 });
 
-describe("instance config overrides", () => {
+describe("operator overrides (instance_overrides.components)", () => {
   test("a valid image and env override is applied to that component only", () => {
-    const config = { components: { backend: { image: "ghcr.io/mindroom-ai/mindroom-backend:v0.5.0", env: { LOG_FORMAT: "json" } } }, theme: "dark" };
-    const got = desiredInstance(sub(), inst({ config }), OPTS);
+    const overrides = { backend: { image: "ghcr.io/mindroom-ai/mindroom-backend:v0.5.0", env: { LOG_FORMAT: "json" } } };
+    const got = desiredInstance(sub(), inst({ overrides }), OPTS);
     expect(appOf(got.apps, "backend")).toMatchObject({ image: "ghcr.io/mindroom-ai/mindroom-backend:v0.5.0", env: { LOG_FORMAT: "json" } });
     expect(appOf(got.apps, "frontend").image).toBe(DEFAULT_TEMPLATE.frontend.image);
   });
 
-  const bad: Record<string, { reason: string; config: Record<string, unknown>; field: string }> = {
-    "image with a space": { reason: "images go unquoted to git:from-image", config: { components: { backend: { image: "evil image;rm" } } }, field: "instances.config.components.backend.image" },
-    "image not a string": { reason: "types are checked", config: { components: { matrix: { image: 42 } } }, field: "instances.config.components.matrix.image" },
-    "unknown component": { reason: "a typo must not silently do nothing", config: { components: { worker: { image: "x:1" } } }, field: "instances.config.components" },
-    "unknown field": { reason: "strict inside a component", config: { components: { frontend: { imag: "x:1" } } }, field: "instances.config.components.frontend" },
-    "reserved env key": { reason: "an override cannot lift tier limits", config: { components: { backend: { env: { MAX_AGENTS: "999" } } } }, field: "instances.config.components.backend.env.MAX_AGENTS" },
-    "controller namespace": { reason: "MINDROOM_* belongs to the controller", config: { components: { frontend: { env: { MINDROOM_SPEC_HASH: "x" } } } }, field: "instances.config.components.frontend.env.MINDROOM_SPEC_HASH" },
+  const bad: Record<string, { reason: string; overrides: Record<string, unknown>; field: string }> = {
+    "image with a space": { reason: "images go unquoted to git:from-image", overrides: { backend: { image: "evil image;rm" } }, field: "instance_overrides.components.backend.image" },
+    "image not a string": { reason: "types are checked", overrides: { matrix: { image: 42 } }, field: "instance_overrides.components.matrix.image" },
+    "unknown component": { reason: "a typo must not silently do nothing", overrides: { worker: { image: "x:1" } }, field: "instance_overrides.components" },
+    "unknown field": { reason: "strict inside a component", overrides: { frontend: { imag: "x:1" } }, field: "instance_overrides.components.frontend" },
+    "reserved env key": { reason: "an override cannot lift tier limits", overrides: { backend: { env: { MAX_AGENTS: "999" } } }, field: "instance_overrides.components.backend.env.MAX_AGENTS" },
+    "controller namespace": { reason: "MINDROOM_* belongs to the controller", overrides: { frontend: { env: { MINDROOM_SPEC_HASH: "x" } } }, field: "instance_overrides.components.frontend.env.MINDROOM_SPEC_HASH" },
+    "image off the allow-list": { reason: "only the operator's repositories are deployed", overrides: { backend: { image: "docker.io/attacker/miner:latest" } }, field: "instance_overrides.components.backend.image" },
+    "look-alike repository": { reason: "an exact repository entry is not a prefix", overrides: { backend: { image: "ghcr.io/mindroom-ai/mindroom-backend-evil:v1" } }, field: "IMAGE_ALLOWLIST" },
   };
   for (const [name, tc] of Object.entries(bad)) {
     test(`refused: ${name}`, () => {
-      const fn = () => desiredInstance(sub(), inst({ config: tc.config }), OPTS);
+      const fn = () => desiredInstance(sub(), inst({ overrides: tc.overrides }), OPTS);
       expect(fn, tc.reason).toThrow(TerminalError);
       expect(fn, "the message names the field").toThrow(tc.field);
-      expect(fn, "the message never echoes the value").not.toThrow(/evil image|999/);
+      expect(fn, "the message never echoes an env value").not.toThrow(/evil image|999/);
     });
   }
+
+  test("the allow-list admits a registry path, an exact repository with any tag or digest, and nothing else", () => {
+    const allow = ["ghcr.io/mindroom-ai/", "registry.example.com:5000/team/app"];
+    const yes = ["ghcr.io/mindroom-ai/anything:v1", "ghcr.io/mindroom-ai/x/y@sha256:abc", "registry.example.com:5000/team/app:2", "registry.example.com:5000/team/app"];
+    const no = ["ghcr.io/mindroom-ai", "ghcr.io/mindroom-ai-evil/x:1", "registry.example.com:5000/team/app2:1", "docker.io/attacker/miner", "registry.example.com:5000/team"];
+    for (const image of yes) expect(imageAllowed(image, allow), image).toBe(true);
+    for (const image of no) expect(imageAllowed(image, allow), image).toBe(false);
+    expect(imageRepository("registry.example.com:5000/team/app:2@sha256:00")).toBe("registry.example.com:5000/team/app");
+  });
+
+  test("a template image outside the allow-list is refused too", () => {
+    const opts = { ...OPTS, imageAllowlist: ["ghcr.io/mindroom-ai/"] };
+    expect(() => desiredInstance(sub(), inst(), opts)).toThrow(/matrixdotorg\/synapse is not in IMAGE_ALLOWLIST/);
+  });
+
+  test("property: nothing a tenant can write into instances.config changes desired state", () => {
+    const base = desiredInstance(sub(), inst(), OPTS);
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), fc.jsonValue()), (config) => {
+        // The row a tenant's provision_instance(..., config) would produce: config is not an input.
+        const row = { ...inst(), config } as InstanceState;
+        expect(desiredInstance(sub(), row, OPTS)).toEqual(base);
+      }),
+    );
+  });
 
   test("a bad subdomain is a terminal error", () => {
     expect(() => desiredInstance(sub(), inst({ subdomain: "Acme_Corp" }), OPTS)).toThrow(TerminalError);

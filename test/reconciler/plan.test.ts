@@ -6,21 +6,21 @@ import {
   DEFAULT_RETENTION_PERIOD_MS,
   desiredInstance,
   type DesiredOptions,
-  type InstanceState,
   SPEC_HASH_ENV,
-  type SubscriptionState,
 } from "../../src/reconciler/desired.ts";
 import { describePlan, driftKinds, findOrphans, plan, type PlanInput } from "../../src/reconciler/plan.ts";
-import { parseTemplate } from "../../src/reconciler/template.ts";
+import { parseTemplate, templateRepositories } from "../../src/reconciler/template.ts";
 import {
   type Action,
   type Component,
   COMPONENTS,
   type DesiredApp,
   type DesiredInstance,
+  type InstanceState,
   type ObservedApp,
   type Phase,
   type ResourceLimits,
+  type SubscriptionState,
 } from "../../src/reconciler/types.ts";
 
 // ---- fixtures: expectations are built from the same desiredInstance() the controller uses ----
@@ -32,6 +32,7 @@ const OPTS: DesiredOptions = {
   baseDomain: "mindroom.test",
   masterKey: "test-master-key-0123456789abcdef",
   template: parseTemplate(),
+  imageAllowlist: templateRepositories(parseTemplate()),
   tls: true,
 };
 
@@ -52,7 +53,7 @@ const SUB: SubscriptionState = {
 const PRO: SubscriptionState = { ...SUB, tier: "professional", limits: { ...SUB.limits, maxAgents: 10 }, resources: { memoryMb: 2048, cpus: 2 } };
 
 function want(phase: Phase, opts: { paused?: boolean; sub?: SubscriptionState; tls?: boolean } = {}): DesiredInstance {
-  const inst: InstanceState = { id: "inst-1", subdomain: "acme", desiredState: phase, reconcilePaused: opts.paused ?? false, config: {}, generation: 1 };
+  const inst: InstanceState = { id: "inst-1", subdomain: "acme", desiredState: phase, reconcilePaused: opts.paused ?? false, overrides: {}, generation: 1 };
   return desiredInstance(opts.sub ?? SUB, inst, { ...OPTS, tls: opts.tls ?? true });
 }
 const RUNNING = want("running");

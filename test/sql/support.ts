@@ -70,7 +70,7 @@ export async function createCustomer(
   options: { tier?: "free" | "starter" | "professional" | "enterprise"; status?: string } = {},
 ): Promise<Customer> {
   const [user] = await sql<{ id: string }[]>`
-    insert into auth.users (email) values (${`u-${crypto.randomUUID()}@example.com`}) returning id`;
+    insert into auth.users (email, email_confirmed_at) values (${`u-${crypto.randomUUID()}@example.com`}, now()) returning id`;
   const accountId = user!.id;
   const [sub] = await sql<{ id: string }[]>`
     insert into subscriptions (account_id, tier, status)

@@ -189,7 +189,7 @@ describe("other triggers and constraints", () => {
   });
 
   test("sign-up creates the account; instance constraints hold", async () => {
-    const [user] = await db.sql<{ id: string }[]>`insert into auth.users (email, raw_user_meta_data) values ('new@example.com', '{"full_name": "N"}') returning id`;
+    const [user] = await db.sql<{ id: string }[]>`insert into auth.users (email, raw_user_meta_data, email_confirmed_at) values ('new@example.com', '{"full_name": "N"}', now()) returning id`;
     expect(await countRows(db.sql, "accounts", `id = '${user!.id}' and full_name = 'N'`)).toBe(1);
     const c = await createInstance(db.sql);
     const other = await createCustomer(db.sql);
