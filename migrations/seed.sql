@@ -114,7 +114,7 @@ select s.account_id, s.instance_id, s.action, s.category, s.details || '{"seed":
 -- An API key of the starter account, stored hashed: the plain key is mr_demo_starter_key_0001.
 insert into public.api_keys (id, account_id, name, key_hash, key_prefix, permissions) values
   ('d0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000002', 'Demo key',
-   encode(sha256('mr_demo_starter_key_0001'::bytea), 'hex'), 'mr_demo_sta', array['read', 'write'])
+   encode(sha256('mr_demo_starter_key_0001'::bytea), 'hex'), 'mr_demo_sta', array['instances:read', 'instances:write', 'usage:read'])
 on conflict do nothing;
 
 -- A ticket of the professional account: its priority (high) comes from the tier by trigger.

@@ -19,6 +19,7 @@ const TENANT_FUNCTIONS = [
   "get_user_instance(uuid)",
   "has_active_subscription(uuid)",
   "provision_instance(uuid,jsonb)",
+  "revoke_api_key(uuid)",
 ];
 
 describe.each(FLAVORS)("on %s Postgres", (flavor) => {

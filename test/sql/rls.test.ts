@@ -163,6 +163,13 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
       ["call reset_daily_usage", `select reset_daily_usage()`],
       ["call track_usage", `select track_usage('${SEED.instance.starter}', 'bot')`],
       ["call update_instance_health", `select update_instance_health('${SEED.instance.starter}', 'healthy')`],
+    ["insert an API key directly", `insert into api_keys (name, key_hash, key_prefix, permissions) values ('k', repeat('c', 64), 'mr_c', '{superuser}')`],
+    ["insert an API key for another account", `insert into api_keys (account_id, name, key_hash, key_prefix) values ('${OTHER}', 'k', repeat('c', 64), 'mr_c')`],
+    ["update API key permissions", `update api_keys set permissions = '{instances:write}'`],
+    ["update API key prefix", `update api_keys set key_prefix = 'mr_other'`],
+    ["re-activate an API key", `update api_keys set is_active = true`],
+    ["delete another user's API key", `delete from api_keys where account_id = '${OTHER}'`],
+    ["read API key hashes", `select key_hash from api_keys`],
     ])("refused: %s", async (_name, statement) => {
       expect(await asUser(statement)).toBe(SQLSTATE.insufficientPrivilege);
     });
@@ -170,8 +177,6 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
     test.each([
       ["another account's profile", `update accounts set full_name = 'x' where id = '${OTHER}'`],
       ["another user's instance", `update instances set desired_state = 'stopped' where account_id = '${OTHER}'`],
-      ["another user's API key", `update api_keys set name = 'x' where account_id = '${OTHER}'`],
-      ["deleting another user's API key", `delete from api_keys where account_id = '${OTHER}'`],
       ["another user's ticket", `update support_tickets set subject = 'x' where account_id = '${OTHER}'`],
     ])("invisible, so nothing changes: %s", async (_name, statement) => {
       expect(await changedAsUser(statement)).toBe(0);
@@ -180,7 +185,6 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
     test.each([
       ["a backup of another user's instance", `insert into instance_backups (instance_id) values ('${SEED.instance.pro}')`],
       ["an automatic backup", `insert into instance_backups (instance_id, backup_type) values ('${SEED.instance.starter}', 'automatic')`],
-      ["an API key for another account", `insert into api_keys (account_id, name, key_hash, key_prefix) values ('${OTHER}', 'k', repeat('c', 64), 'mr_c')`],
       ["a ticket for another account", `insert into support_tickets (account_id, subject, description) values ('${OTHER}', 'a', 'b')`],
       ["a ticket about another user's instance", `insert into support_tickets (instance_id, subject, description) values ('${SEED.instance.pro}', 'a', 'b')`],
       ["desired_state deprovisioned (teardown goes through deprovision_instance)", `update instances set desired_state = 'deprovisioned'`],
@@ -188,17 +192,15 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
       expect(await asUser(statement)).toBe(SQLSTATE.insufficientPrivilege);
     });
 
-    test("allowed on own rows: profile, pause/resume, backup request, API keys, tickets", async () => {
+    test("allowed on own rows: profile, pause/resume, backup request, API keys (through their functions), tickets", async () => {
       const backups = await countRows(db.sql, "instance_backups", `instance_id = '${SEED.instance.starter}'`);
       await asRole(db.sql, "authenticated", USER, async (tx) => {
         expect((await tx`update accounts set full_name = 'Renamed', company_name = 'Co'`).count).toBe(1);
         expect((await tx`update instances set desired_state = 'stopped'`).count).toBe(1);
         expect((await tx`update instances set desired_state = 'running'`).count).toBe(1);
         expect((await tx`insert into instance_backups (instance_id) values (${SEED.instance.starter})`).count).toBe(1);
-        const [key] = await tx<{ id: string }[]>`
-          insert into api_keys (name, key_hash, key_prefix) values ('mine', repeat('d', 64), 'mr_d') returning id`;
-        expect((await tx`update api_keys set name = 'renamed', is_active = false where id = ${key!.id}`).count).toBe(1);
-        expect((await tx`delete from api_keys where id = ${key!.id}`).count).toBe(1);
+        const [key] = await tx<{ id: string }[]>`select id from create_api_key(${USER}, 'mine', '{instances:read}')`;
+        expect((await tx<{ revoked: boolean }[]>`select revoke_api_key(${key!.id}) as revoked`)[0]?.revoked).toBe(true);
         const [ticket] = await tx<{ priority: string }[]>`
           insert into support_tickets (instance_id, subject, description) values (${SEED.instance.starter}, 's', 'd') returning priority`;
         expect(ticket?.priority).toBe("normal"); // starter has no priority_support
