@@ -22,6 +22,9 @@ export const DEFAULTS = {
   LOG_LEVEL: "info",
   SANDBOX_DOKKU_VERSION: "0.38",
   LEADER_LEASE_TTL: "15s",
+  BACKUP_TIME: "03:00",
+  BACKUP_RETENTION: "30d",
+  BACKUP_MANUAL_PER_DAY: 5,
 } as const satisfies Record<string, string | number>;
 
 const MAX_CONCURRENCY = 1024;
@@ -137,6 +140,12 @@ const schema = z.object({
   MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
   HOST_CONCURRENCY: integer(1, 64).default(DEFAULTS.HOST_CONCURRENCY),
   IMAGE_ALLOWLIST: optionalText.pipe(imageAllowlist.optional()),
+  BACKUP_TIME: z
+    .string()
+    .regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected a UTC time of day as HH:MM, such as 03:00")
+    .default(DEFAULTS.BACKUP_TIME),
+  BACKUP_RETENTION: duration("how long a completed backup is kept").prefault(DEFAULTS.BACKUP_RETENTION),
+  BACKUP_MANUAL_PER_DAY: integer(0, 1000).default(DEFAULTS.BACKUP_MANUAL_PER_DAY),
   BACKUP_STORE: optionalText.pipe(z.enum(["local", "supabase"], "expected local or supabase").optional()),
   SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
   SUPABASE_SERVICE_ROLE_KEY: optionalText,
@@ -179,6 +188,12 @@ export interface Config {
   /** Where deployed images may come from; defaults to the template's own repositories. */
   readonly imageAllowlist: readonly string[];
   readonly backupStore: "local" | "supabase";
+  readonly backups: {
+    /** Minutes after 00:00 UTC when paid instances' daily backups start (spread by per-instance jitter). */
+    readonly dailyAtMinute: number;
+    readonly retentionMs: number;
+    readonly manualPerDay: number;
+  };
   readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined };
   readonly smtpUrl: string | undefined;
   readonly logLevel: Raw["LOG_LEVEL"];
@@ -246,6 +261,11 @@ function toConfig(raw: Raw): Config {
     hostConcurrency: raw.HOST_CONCURRENCY,
     imageAllowlist: raw.IMAGE_ALLOWLIST ?? templateRepositories(DEFAULT_TEMPLATE),
     backupStore: raw.BACKUP_STORE ?? "local",
+    backups: {
+      dailyAtMinute: Number(raw.BACKUP_TIME.slice(0, 2)) * 60 + Number(raw.BACKUP_TIME.slice(3)),
+      retentionMs: raw.BACKUP_RETENTION,
+      manualPerDay: raw.BACKUP_MANUAL_PER_DAY,
+    },
     supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY },
     smtpUrl: raw.SMTP_URL,
     logLevel: raw.LOG_LEVEL,

@@ -10,6 +10,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import ssh2 from "ssh2";
 
 import type { Config } from "./config.ts";
+import { createBackupStore } from "./drivers/backup-store/index.ts";
 import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
 import { baseRoutes, closeServer, createHttpServer, type Handler, listen, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
@@ -65,7 +66,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       registry,
       sshPrivateKey: keys.sshPrivateKey,
       masterKey: keys.masterKey,
-      backupDir: join(resolve(config.dataDir), "backups"),
+      backupStore: createBackupStore(config),
       ...(options.tuning ? { tuning: options.tuning } : {}),
     });
     const stopController = new AbortController();

@@ -24,6 +24,7 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
 import { loadConfig } from "../../src/config.ts";
+import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
@@ -148,7 +149,7 @@ async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup
   const lease = await leaseStore(sql).acquireOrRenew({ name: RECONCILER_LEASE, holder: "bench-scale", ttlMs: DAY_MS });
   const now = (): number => Date.now();
   const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: HOST_VIEW_TTL_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
-  const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupDir, now: () => new Date(), epoch: () => lease.epoch });
+  const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupStore: createLocalStore(backupDir), now: () => new Date(), epoch: () => lease.epoch });
   const workers = options.mode === "ours" ? config.maxConcurrentReconciles : 1;
   const queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
   const controller = new Controller({

@@ -3,11 +3,11 @@
  * reconciler built exactly as the daemon builds them. In sandbox mode the sandbox host lives in
  * the `serve` process, so these commands reach it only while `serve` runs.
  */
-import { join, resolve } from "node:path";
 
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
+import { createBackupStore } from "../drivers/backup-store/index.ts";
 import { createDokkuDriver } from "../drivers/dokku/driver.ts";
 import { Observer } from "../reconciler/observe.ts";
 import type { Reconciler } from "../reconciler/reconcile.ts";
@@ -37,7 +37,7 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
   });
   const now = () => new Date();
   const observer = new Observer({ driver, hostTtlMs: 5_000, deepIntervalMs: 0, now: () => Date.now() });
-  const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupDir: join(resolve(config.dataDir), "backups"), now, epoch });
+  const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupStore: createBackupStore(config), now, epoch });
   return {
     reconciler,
     orphans: async () => {

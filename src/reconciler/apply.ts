@@ -7,12 +7,14 @@ import { createHash } from "node:crypto";
 
 import { OutcomeUnknownError } from "../errors.ts";
 import { canonicalJson } from "./hash.ts";
-import type { Action, Backups, Component, Driver, HostRef, Journal } from "./types.ts";
+import type { Action, Backups, Component, Driver, HostRef, Journal, Restores } from "./types.ts";
 
 export interface ApplyContext {
   readonly driver: Driver;
   readonly journal: Journal;
   readonly backups: Backups;
+  /** Needed only by plans with a `restore` action. */
+  readonly restores?: Restores;
   readonly host: HostRef;
   readonly instanceId: string;
   readonly epoch: number;
@@ -55,6 +57,8 @@ async function run(action: Action, ctx: ApplyContext): Promise<void> {
   switch (action.kind) {
     case "backup":
       return backup(action, ctx);
+    case "restore":
+      return restore(action, ctx);
     case "createApp":
     case "ensureStorage":
     case "setConfig":
@@ -76,16 +80,25 @@ async function run(action: Action, ctx: ApplyContext): Promise<void> {
 /** Streams a tar.gz of the component's storage into the backup store; recorded only when whole. */
 async function backup(action: Extract<Action, { kind: "backup" }>, ctx: ApplyContext): Promise<void> {
   const component = componentOf(action.app);
-  const record = await ctx.backups.begin(ctx.instanceId, component, "pre_deprovision");
+  const record = action.backupId
+    ? { id: action.backupId, component, type: action.backupType }
+    : await ctx.backups.begin(ctx.instanceId, component, action.backupType);
   const sink = await ctx.backups.open(ctx.instanceId, record);
   try {
-    await ctx.driver.backup(ctx.host, action, sink.stream, ctx.signal);
+    await ctx.driver.transfer(ctx.host, { action, sink: sink.stream }, ctx.signal);
     await sink.commit();
   } catch (error) {
     await sink.abort().catch(() => {});
     await ctx.backups.fail(record, (error as Error).message).catch(() => {});
     throw error;
   }
+}
+
+/** Replaces the component's storage with a backup, read back and verified before anything is touched. */
+async function restore(action: Extract<Action, { kind: "restore" }>, ctx: ApplyContext): Promise<void> {
+  if (!ctx.restores) throw new Error("restore planned without a restore store");
+  const source = await ctx.restores.openVerified(action.backupId, ctx.signal);
+  await ctx.driver.transfer(ctx.host, { action, source }, ctx.signal);
 }
 
 /** The Dokku app or storage entry an action touches: what the journal's `target` names. */

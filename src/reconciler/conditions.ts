@@ -1,5 +1,5 @@
 /**
- * Status conditions (Kubernetes style): `Ready`, `Synced`, `Healthy`, `BackedUp`. Pure.
+ * Status conditions (Kubernetes style): `Ready`, `Synced`, `Healthy`, `BackedUp`, `Restored`. Pure.
  * `lastTransitionTime` moves only when a condition's status changes, so dashboards can tell how
  * long an instance has been not ready.
  */
@@ -23,7 +23,7 @@ export function setConditions(
       observedGeneration: generation,
     });
   }
-  const order: Condition["type"][] = ["Ready", "Synced", "Healthy", "BackedUp"];
+  const order: Condition["type"][] = ["Ready", "Synced", "Healthy", "BackedUp", "Restored"];
   return order.flatMap((type) => {
     const condition = byType.get(type);
     return condition ? [condition] : [];

@@ -151,7 +151,7 @@ function planTeardown(input: PlanInput): Action[] {
   const withData = apps.flatMap((app) => (app.storage && storageMayExist(app, app.storage, input) ? [{ app: app.app, storage: app.storage }] : []));
   if (!input.backupCompleted && withData.length > 0) {
     const missing = withData.filter((d) => !input.backedUp?.has(d.app));
-    return [...stopRunning(input), ...missing.map((d): Action => ({ kind: "backup", ...d }))];
+    return [...stopRunning(input), ...missing.map((d): Action => ({ kind: "backup", ...d, backupType: "pre_deprovision", backupId: null }))];
   }
   return [
     ...stopRunning(input),
@@ -250,6 +250,8 @@ function describeAction(action: Action): string {
       return `~ restart ${action.app}`;
     case "backup":
       return `~ back up storage ${action.storage.entry} of ${action.app}`;
+    case "restore":
+      return `~ restore storage ${action.storage.entry} of ${action.app} from backup ${action.backupId}`;
     case "destroyApp":
       return `- destroy app ${action.app}`;
     case "destroyStorage":

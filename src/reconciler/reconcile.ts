@@ -5,6 +5,7 @@
  */
 import { TerminalError } from "../errors.ts";
 import { applyPlan } from "./apply.ts";
+import { type ArchiveWorkContext, takeRequestedBackups, workRestore } from "./archive-work.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
 import { instanceApps, type Observer } from "./observe.ts";
@@ -22,6 +23,7 @@ import type {
   Journal,
   ObservedApp,
   ReconcileSubject,
+  Restores,
 } from "./types.ts";
 
 /** Health's say in a pass: components to restart now, or a reason to give up and mark failed. */
@@ -34,6 +36,8 @@ export interface ReconcilerDeps {
   readonly store: InstanceStore;
   readonly journal: Journal;
   readonly backups: Backups;
+  /** Restores and requested backups are worked only when set (the daemon and one-shot commands set it). */
+  readonly restores?: Restores;
   readonly driver: Driver;
   readonly observer: Observer;
   readonly desiredOptions: Omit<DesiredOptions, "now">;
@@ -134,7 +138,7 @@ export class Reconciler {
     if (observed && instance.generation === instance.observedGeneration) {
       for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
     }
-    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal);
+    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal, new Set(shallow.keys()));
   }
 
   private async act(
@@ -146,6 +150,7 @@ export class Reconciler {
     epoch: number,
     now: Date,
     signal: AbortSignal,
+    existing: Set<string>,
   ): Promise<PassOutcome> {
     const instance = subject.instance;
     if (desired.paused) {
@@ -156,17 +161,19 @@ export class Reconciler {
       await this.writeStatus(instance, desired, "failed", [ready("False", "RestartsExhausted", gate.fail)], false, gate.fail, now);
       return planned(instance, desired, [], false, "failed");
     }
+    const applyContext = {
+      driver: this.deps.driver,
+      journal: this.deps.journal,
+      backups: this.deps.backups,
+      ...(this.deps.restores ? { restores: this.deps.restores } : {}),
+      host,
+      instanceId: instance.id,
+      epoch,
+      signal,
+      ...(this.deps.faultHook ? { faultHook: this.deps.faultHook } : {}),
+    };
     try {
-      await applyPlan(actions, {
-        driver: this.deps.driver,
-        journal: this.deps.journal,
-        backups: this.deps.backups,
-        host,
-        instanceId: instance.id,
-        epoch,
-        signal,
-        ...(this.deps.faultHook ? { faultHook: this.deps.faultHook } : {}),
-      });
+      await applyPlan(actions, applyContext);
     } catch (error) {
       this.deps.observer.invalidate(host.id);
       await this.recordFailure(instance, desired, error as Error, now);
@@ -176,10 +183,28 @@ export class Reconciler {
     }
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");
-    if (tookBackup) this.deps.onBackedUp?.(desired.tier);
+    for (const action of actions) if (action.kind === "createApp") existing.add(action.app);
+    const work = await this.archiveWork({ ...applyContext, desired, existing }, desired);
+    if (tookBackup || work.backupsCompleted > 0) this.deps.onBackedUp?.(desired.tier);
     const status = tookBackup ? "deprovisioning" : desired.phase;
-    await this.writeStatus(instance, desired, status, convergedConditions(desired, tookBackup), !tookBackup, null, now);
+    await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...work.conditions], !tookBackup, null, now);
     return planned(instance, desired, actions, true, status);
+  }
+
+  /**
+   * Restores, then requested backups, once the plan converged (never during teardown or while
+   * reconcile_paused). A transient failure of a restore fails the pass; it resumes on the next.
+   */
+  private async archiveWork(ctx: Omit<ArchiveWorkContext, "restores">, desired: DesiredInstance): Promise<{ conditions: ConditionInput[]; backupsCompleted: number }> {
+    const restores = this.deps.restores;
+    if (!restores || desired.phase === "deprovisioned") return { conditions: [], backupsCompleted: 0 };
+    try {
+      const restored = await workRestore({ ...ctx, restores });
+      const backups = await takeRequestedBackups({ ...ctx, restores });
+      return { conditions: [...restored, ...backups.conditions], backupsCompleted: backups.backupsCompleted };
+    } finally {
+      this.deps.observer.invalidate(ctx.host.id);
+    }
   }
 
   private async planFor(instance: InstanceRecord, desired: DesiredInstance, observed: ReadonlyMap<string, ObservedApp>, restart: Component[]): Promise<Action[]> {

@@ -185,11 +185,19 @@ export type Action =
   | { readonly kind: "start"; readonly app: string }
   | { readonly kind: "stop"; readonly app: string }
   | { readonly kind: "restart"; readonly app: string }
-  | { readonly kind: "backup"; readonly app: string; readonly storage: StorageSpec }
+  /** `backupId` null: a new row of `backupType` is begun (teardown); else the claimed row is filled. */
+  | { readonly kind: "backup"; readonly app: string; readonly storage: StorageSpec; readonly backupType: BackupType; readonly backupId: string | null }
+  | { readonly kind: "restore"; readonly app: string; readonly storage: StorageSpec; readonly backupId: string }
   | { readonly kind: "destroyApp"; readonly app: string }
   | { readonly kind: "destroyStorage"; readonly app: string; readonly storage: StorageSpec };
 
 export type ActionKind = Action["kind"];
+
+/** The actions that move archive bytes (Driver.transfer). */
+export type ArchiveAction = Extract<Action, { kind: "backup" | "restore" }>;
+export type ArchiveTransfer =
+  | { readonly action: Extract<Action, { kind: "backup" }>; readonly sink: NodeJS.WritableStream }
+  | { readonly action: Extract<Action, { kind: "restore" }>; readonly source: NodeJS.ReadableStream };
 
 /** Actions that change a host; everything except observing. */
 export const MUTATING_ACTIONS: readonly ActionKind[] = [
@@ -204,6 +212,7 @@ export const MUTATING_ACTIONS: readonly ActionKind[] = [
   "stop",
   "restart",
   "backup",
+  "restore",
   "destroyApp",
   "destroyStorage",
 ];
@@ -231,10 +240,15 @@ export interface Driver {
   observeHost(host: HostRef, signal?: AbortSignal): Promise<ObservedHost>;
   /** Deep state of one app, or undefined when the app does not exist. Read-only. */
   observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined>;
-  /** Runs one action (not `backup`). Idempotent: "already so" answers are success. */
-  apply(host: HostRef, action: Exclude<Action, { kind: "backup" }>, signal?: AbortSignal): Promise<void>;
-  /** Streams a tar.gz of the storage entry into `sink`, bytes untouched. Resolves when complete. */
-  backup(host: HostRef, action: Extract<Action, { kind: "backup" }>, sink: NodeJS.WritableStream, signal?: AbortSignal): Promise<void>;
+  /** Runs one action (not `backup` or `restore`). Idempotent: "already so" answers are success. */
+  apply(host: HostRef, action: Exclude<Action, ArchiveAction>, signal?: AbortSignal): Promise<void>;
+  /**
+   * Moves archive bytes, untouched. `backup`: streams a tar.gz of the storage entry into `sink`.
+   * `restore`: replaces the entry's whole contents with the tar.gz read from `source` (the app
+   * should be stopped). Resolves when complete. A restore is idempotent as a whole: redoing it
+   * with the same archive gives the same contents.
+   */
+  transfer(host: HostRef, transfer: ArchiveTransfer, signal?: AbortSignal): Promise<void>;
   /** Closes every connection. Idempotent. */
   close(): Promise<void>;
 }
@@ -257,7 +271,7 @@ export type InstanceStatus =
 export type HealthStatus = "unknown" | "healthy" | "degraded" | "critical" | "unreachable";
 
 export interface Condition {
-  readonly type: "Ready" | "Synced" | "Healthy" | "BackedUp";
+  readonly type: "Ready" | "Synced" | "Healthy" | "BackedUp" | "Restored";
   readonly status: "True" | "False" | "Unknown";
   readonly reason: string;
   readonly message: string;
@@ -318,19 +332,52 @@ export interface Journal {
   succeededTargets(instanceId: string, action: ActionKind): Promise<ReadonlySet<string>>;
 }
 
+export const BACKUP_TYPES = ["manual", "automatic", "pre_deprovision", "pre_upgrade", "pre_restore", "import"] as const;
+export type BackupType = (typeof BACKUP_TYPES)[number];
+
 export interface BackupRecord {
   readonly id: string;
   readonly component: Component;
+  readonly type: BackupType;
 }
 
-/** Backup bookkeeping (`instance_backups`) and the bytes' destination. */
+/** Backup bookkeeping (`instance_backups`) and the bytes' destination (the backup store). */
 export interface Backups {
-  begin(instanceId: string, component: Component, type: "pre_deprovision" | "manual" | "automatic"): Promise<BackupRecord>;
-  /** Opens a sink for the tar.gz bytes; `commit` records location, size and sha256. */
+  /** A new in-progress backup (teardown and safety backups). */
+  begin(instanceId: string, component: Component, type: BackupType): Promise<BackupRecord>;
+  /** Opens a sink for the tar.gz bytes; `commit` encrypts-and-stores and records location, size and sha256. */
   open(instanceId: string, record: BackupRecord): Promise<BackupSink>;
   fail(record: BackupRecord, error: string): Promise<void>;
   /** Components with a completed pre_deprovision backup newer than `since`. */
   completedTeardownBackups(instanceId: string, since: Date | null): Promise<ReadonlySet<Component>>;
+  /**
+   * The instance's requested (manual, automatic) backups, claimed for this pass: one record per
+   * component in `components`; requests over the manual limit are failed with the reason.
+   */
+  claimRequested(instanceId: string, components: readonly Component[]): Promise<BackupRecord[]>;
+}
+
+/** A restore of one component's storage from a completed backup (`instance_restores`). */
+export interface RestoreRequest {
+  readonly id: string;
+  readonly backupId: string;
+  readonly component: Component;
+  /** The safety backup of the current data, once taken (a redone restore does not take another). */
+  readonly safetyBackupId: string | null;
+}
+
+/** Restore bookkeeping and the archive's bytes, verified and decrypted. Called by the leader's pass. */
+export interface Restores {
+  /** The instance's restore to work on now (one in progress first, then the oldest requested). */
+  next(instanceId: string): Promise<RestoreRequest | undefined>;
+  /** Marks the restore in progress and records its safety backup. */
+  started(id: string, safetyBackupId: string): Promise<void>;
+  /**
+   * Reads the whole archive once to check it (sha256, size, decryption), then opens it again for
+   * the restore: a corrupt backup fails before any data is touched.
+   */
+  openVerified(backupId: string, signal: AbortSignal): Promise<NodeJS.ReadableStream>;
+  finished(id: string, error: string | null): Promise<void>;
 }
 
 export interface BackupSink {

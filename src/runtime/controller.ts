@@ -9,6 +9,7 @@ import type { Sql } from "postgres";
 import type { Registry } from "prom-client";
 
 import type { Config } from "../config.ts";
+import type { BackupStore } from "../drivers/backup-store/types.ts";
 import { createDokkuDriver, type DokkuDriver } from "../drivers/dokku/driver.ts";
 import type { Logger } from "../logger.ts";
 import { Controller } from "../reconciler/controller.ts";
@@ -23,11 +24,13 @@ import type { Component, Driver, HostRef, ObservedHost } from "../reconciler/typ
 import { defaultDomainFor, HealthProber } from "../sources/health.ts";
 import { Resync } from "../sources/resync.ts";
 import { startSqlSource } from "../sources/sql.ts";
-import { createBackups } from "../state/backups.ts";
 import { listHosts, markHostSeen, pinHostKey } from "../state/hosts.ts";
 import { createInstanceStore, liveAppNames } from "../state/instances.ts";
 import { leaseStore } from "../state/lease.ts";
 import { createJournal } from "../state/operations.ts";
+import { runBackupJobs } from "./backup-jobs.ts";
+import { type BackupMetrics, createBackupMetrics } from "./backup-metrics.ts";
+import { createBackupPort, createRestorePort } from "./backups.ts";
 import { createHealthGate } from "./health-gate.ts";
 import { runScheduledJobs } from "./jobs.ts";
 import { runOutbox } from "./outbox.ts";
@@ -39,7 +42,7 @@ export interface ControllerRuntimeOptions {
   readonly registry: Registry;
   readonly sshPrivateKey: string;
   readonly masterKey: string;
-  readonly backupDir: string;
+  readonly backupStore: BackupStore;
   /** Overrides for tests: lease timings, observe rotation, clock. */
   readonly tuning?: Partial<ControllerTuning>;
 }
@@ -80,6 +83,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
   const { sql, config, logger, registry } = options;
   const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
   metrics.initMetrics();
+  const backupMetrics = createBackupMetrics(registry, options.backupStore.kind);
   const driver = createDokkuDriver({
     privateKey: options.sshPrivateKey,
     registry,
@@ -98,7 +102,8 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
     driver,
     observer,
     masterKey: options.masterKey,
-    backupDir: options.backupDir,
+    backupStore: options.backupStore,
+    backupMetrics,
     now: tuning.now,
     epoch: () => leader.elector?.epoch() ?? undefined,
     onDrift: (kind) => metrics.drift.inc({ kind }),
@@ -118,7 +123,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
     onStartedLeading: ({ epoch, signal }) => {
       logger.info({ epoch }, "leading: starting the controller");
       queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
-      term = runTerm({ ...options, tuning, metrics, reconciler, observer, queue }, signal);
+      term = runTerm({ ...options, tuning, metrics, backupMetrics, reconciler, observer, queue }, signal);
     },
     onStoppedLeading: async () => {
       logger.warn("no longer leading: controller stopped");
@@ -151,7 +156,8 @@ export interface ReconcilerWiring {
   readonly driver: Driver;
   readonly observer: Observer;
   readonly masterKey: string;
-  readonly backupDir: string;
+  readonly backupStore: BackupStore;
+  readonly backupMetrics?: BackupMetrics;
   readonly now: () => Date;
   readonly epoch: () => number | undefined;
   readonly onDrift?: (kind: string) => void;
@@ -174,10 +180,19 @@ function killAfter(fault: { count: number; point: "executed" | "journaled" }, lo
 /** The Reconciler over Postgres and a driver: shared by the daemon and the one-shot commands. */
 export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
   const { sql, config } = wiring;
+  const backupWiring = {
+    sql,
+    store: wiring.backupStore,
+    masterKey: wiring.masterKey,
+    retentionMs: config.backups.retentionMs,
+    manualPerDay: config.backups.manualPerDay,
+    ...(wiring.backupMetrics ? { metrics: wiring.backupMetrics } : {}),
+  };
   return new Reconciler({
     store: createInstanceStore(sql),
     journal: createJournal(sql),
-    backups: createBackups(sql, wiring.backupDir),
+    backups: createBackupPort(backupWiring),
+    restores: createRestorePort(backupWiring),
     driver: wiring.driver,
     observer: wiring.observer,
     desiredOptions: {
@@ -203,10 +218,14 @@ export function buildReconciler(wiring: ReconcilerWiring): Reconciler {
 interface TermDeps extends ControllerRuntimeOptions {
   readonly tuning: ControllerTuning;
   readonly metrics: ControllerMetrics;
+  readonly backupMetrics: BackupMetrics;
   readonly reconciler: Reconciler;
   readonly observer: Observer;
   readonly queue: WorkQueue;
 }
+
+/** Uploads a killed process left half done are older than this when a term starts. */
+const STALE_UPLOAD_MS = 60 * 60_000;
 
 /** Everything a leader runs; resolves when the term's signal aborts and all parts stopped. */
 async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
@@ -249,6 +268,15 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     publishInstanceGauge(deps, signal),
     runScheduledJobs(sql, deps.tuning.now, logger.child({ component: "jobs" }), signal),
     runOutbox(sql, logger.child({ component: "outbox" }), signal),
+    runBackupJobs(
+      { sql, store: deps.backupStore, masterKey: deps.masterKey, dailyAtMinute: config.backups.dailyAtMinute, retentionMs: config.backups.retentionMs, metrics: deps.backupMetrics, logger: logger.child({ component: "backups" }) },
+      deps.tuning.now,
+      signal,
+    ),
+    deps.backupStore.cleanupStale(STALE_UPLOAD_MS, signal).then(
+      (cleaned) => cleaned > 0 && logger.info({ cleaned }, "removed partial uploads left by a stopped process"),
+      (error: unknown) => logger.warn({ err: error }, "could not clean up partial uploads in the backup store"),
+    ),
   ];
   const results = await Promise.allSettled(parts);
   for (const result of results) {

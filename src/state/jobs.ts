@@ -22,13 +22,7 @@ export const JOB_NAMES = Object.keys(JOBS) as JobName[];
  */
 export async function runJobOnce(sql: Sql, name: JobName, periodStart: Date): Promise<{ result: unknown } | undefined> {
   return sql.begin(async (tx) => {
-    const claimed = await tx`
-      insert into public.scheduled_jobs (name, last_period_start, last_run_at)
-      values (${name}, ${periodStart}, now())
-      on conflict (name) do update set last_period_start = excluded.last_period_start, last_run_at = now()
-        where public.scheduled_jobs.last_period_start is null or public.scheduled_jobs.last_period_start < excluded.last_period_start
-      returning name`;
-    if (claimed.count === 0) return undefined;
+    if (!(await claimPeriod(tx, name, periodStart))) return undefined;
     const result = await JOBS[name](tx);
     await tx`update public.scheduled_jobs set last_result = ${tx.json({ result: result ?? null } as never)}, last_error = null where name = ${name}`;
     return { result };
@@ -39,4 +33,18 @@ export async function recordJobError(sql: Sql, name: JobName, error: string): Pr
   await sql`
     insert into public.scheduled_jobs (name, last_error) values (${name}, ${error})
     on conflict (name) do update set last_error = excluded.last_error`;
+}
+
+/**
+ * Claims the period starting at `periodStart` for job `name`: true for exactly one caller per
+ * period across replicas. Jobs whose work is not SQL (backup verification) claim it on its own.
+ */
+export async function claimPeriod(sql: Sql | TransactionSql, name: string, periodStart: Date): Promise<boolean> {
+  const claimed = await sql`
+    insert into public.scheduled_jobs (name, last_period_start, last_run_at)
+    values (${name}, ${periodStart}, now())
+    on conflict (name) do update set last_period_start = excluded.last_period_start, last_run_at = now()
+      where public.scheduled_jobs.last_period_start is null or public.scheduled_jobs.last_period_start < excluded.last_period_start
+    returning name`;
+  return claimed.count === 1;
 }

@@ -127,7 +127,7 @@ describe.each(["0.30", "0.34", "0.38"])("Dokku %s over SSH", (version) => {
     writeFileSync(`${sb.control.storageDir(storage.entry)}/marker-file.txt`, "backup me");
     const chunks: Buffer[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (chunks.push(chunk), cb()) });
-    await d.backup(host, { kind: "backup", app, storage }, sink);
+    await d.transfer(host, { action: { kind: "backup", app, storage, backupType: "manual", backupId: null }, sink });
     const tar = gunzipSync(Buffer.concat(chunks));
     expect(tar.includes(Buffer.from("marker-file.txt"))).toBe(true);
     expect(tar.includes(Buffer.from("backup me"))).toBe(true);

@@ -1,4 +1,4 @@
-import { Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 
 import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
@@ -132,7 +132,8 @@ describe("driver behaviour", () => {
       driver.apply(host, { kind: "deployImage", app: "ok", image: "img:1 ; rm" }),
       driver.apply(host, { kind: "setConfig", app: "ok", env: { BIG: "x".repeat(100 * 1024) } }),
       driver.apply(host, { kind: "setConfig", app: "ok", env: { "NOT-A-KEY": "v" } }),
-      driver.backup(host, { kind: "backup", app: "ok", storage: { entry: "../etc", mountPath: "/x" } }, new Writable()),
+      driver.transfer(host, { action: { kind: "backup", app: "ok", storage: { entry: "../etc", mountPath: "/x" }, backupType: "manual", backupId: null }, sink: new Writable() }),
+      driver.transfer(host, { action: { kind: "restore", app: "ok", storage: { entry: "../etc", mountPath: "/x" }, backupId: "b" }, source: Readable.from([]) }),
     ];
     for (const refusal of refusals) expect(await caught(refusal)).toBeInstanceOf(TerminalError);
     expect(runner.calls).toEqual([]);
@@ -160,7 +161,7 @@ describe("driver behaviour", () => {
     runner.on("run a1 tar -C /app/storage -czf - .", { binary: bytes });
     const chunks: Buffer[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _enc, cb) => (chunks.push(chunk), cb()) });
-    await driver.backup(host, { kind: "backup", app: "a1", storage: { entry: "a1-data", mountPath: "/app/storage" } }, sink);
+    await driver.transfer(host, { action: { kind: "backup", app: "a1", storage: { entry: "a1-data", mountPath: "/app/storage" }, backupType: "manual", backupId: null }, sink });
     expect(Buffer.concat(chunks).equals(bytes)).toBe(true);
   });
 

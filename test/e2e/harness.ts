@@ -10,6 +10,7 @@ import { pino } from "pino";
 import { Registry } from "prom-client";
 
 import { loadConfig } from "../../src/config.ts";
+import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { type ControllerRuntime, createControllerRuntime } from "../../src/runtime/controller.ts";
@@ -57,7 +58,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     registry,
     sshPrivateKey: key.private,
     masterKey: MASTER_KEY,
-    backupDir,
+    backupStore: createLocalStore(backupDir),
     tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset) },
   });
   const stopping = new AbortController();

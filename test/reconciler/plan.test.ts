@@ -92,7 +92,7 @@ const deploy = (a: DesiredApp): Action => ({ kind: "deployImage", app: a.app, im
 const tls = (a: DesiredApp): Action[] => (a.tls ? [{ kind: "enableTls", app: a.app }] : []);
 const simple = (kind: "start" | "stop" | "restart" | "destroyApp") => (a: DesiredApp): Action => ({ kind, app: a.app });
 const [start, stop, restart, destroy] = [simple("start"), simple("stop"), simple("restart"), simple("destroyApp")];
-const backup = (a: DesiredApp): Action[] => (a.storage ? [{ kind: "backup", app: a.app, storage: a.storage }] : []);
+const backup = (a: DesiredApp): Action[] => (a.storage ? [{ kind: "backup", app: a.app, storage: a.storage, backupType: "pre_deprovision", backupId: null }] : []);
 const destroyStorage = (a: DesiredApp): Action[] => (a.storage ? [{ kind: "destroyStorage", app: a.app, storage: a.storage }] : []);
 const provision = (a: DesiredApp): Action[] => [create(a), ...storage(a), config(a), resources(a), domains(a), deploy(a), ...tls(a)];
 const order = (d: DesiredInstance): DesiredApp[] => COMPONENTS.map((c) => app(c, d));
@@ -120,6 +120,7 @@ class ModelHost {
       return;
     }
     if (action.kind === "backup") return void this.backups.add(action.storage.entry);
+    if (action.kind === "restore") throw new Error("plan never emits a restore: restores are requested work (archive-work.ts)");
     if (action.kind === "destroyStorage") {
       if (!this.backups.has(action.storage.entry)) throw new Error(`storage ${action.storage.entry} destroyed without a backup`);
       return void this.storage.delete(action.storage.entry);
@@ -134,7 +135,7 @@ class ModelHost {
     this.mutate(a, action);
   }
 
-  private mutate(a: ModelApp, action: Exclude<Action, { kind: "createApp" | "backup" | "destroyApp" | "destroyStorage" }>): void {
+  private mutate(a: ModelApp, action: Exclude<Action, { kind: "createApp" | "backup" | "restore" | "destroyApp" | "destroyStorage" }>): void {
     switch (action.kind) {
       case "ensureStorage": {
         this.storage.add(action.storage.entry);

@@ -10,7 +10,7 @@
  * Anything else is refused with a TerminalError before a connection is touched.
  */
 import { TerminalError } from "../../errors.ts";
-import type { Action, ResourceLimits, StorageSpec } from "../../reconciler/types.ts";
+import type { Action, ArchiveAction, ResourceLimits, StorageSpec } from "../../reconciler/types.ts";
 import { type DokkuVersion, versionAtLeast } from "./version.ts";
 
 /**
@@ -153,7 +153,7 @@ export function storageHostPath(entry: string): string {
 }
 
 /** The commands of one mutating action, in order. Validates everything before returning. */
-export function actionCommands(action: Exclude<Action, { kind: "backup" }>, version: DokkuVersion, maxBytes = MAX_COMMAND_BYTES): Command[] {
+export function actionCommands(action: Exclude<Action, ArchiveAction>, version: DokkuVersion, maxBytes = MAX_COMMAND_BYTES): Command[] {
   const app = validateAppName(action.app);
   switch (action.kind) {
     case "createApp":
@@ -207,6 +207,26 @@ export function backupCommand(app: string, storage: StorageSpec, version: DokkuV
   return versionAtLeast(version, 0, 38, 0)
     ? command("storage:exec", entry, "--", "tar", "-C", "/data", "-czf", "-", ".")
     : command("run", app, "tar", "-C", mountPath, "-czf", "-", ".");
+}
+
+/**
+ * Replacing an entry's contents with a tar.gz on stdin: empty it, then extract (reference §11).
+ * Same split as backupCommand: `storage:exec` (alpine) on 0.38+, a one-off `run` container before.
+ * Both commands together are idempotent: redone with the same archive, the contents are the same.
+ */
+export function restoreCommands(app: string, storage: StorageSpec, version: DokkuVersion): { wipe: Command; extract: Command } {
+  validateAppName(app);
+  const { entry, mountPath } = validateStorage(storage);
+  if (versionAtLeast(version, 0, 38, 0)) {
+    return {
+      wipe: command("storage:exec", entry, "--", "find", "/data", "-mindepth", "1", "-delete"),
+      extract: command("storage:exec", entry, "--", "tar", "-C", "/data", "-xzf", "-"),
+    };
+  }
+  return {
+    wipe: command("run", app, "find", mountPath, "-mindepth", "1", "-delete"),
+    extract: command("run", app, "tar", "-C", mountPath, "-xzf", "-"),
+  };
 }
 
 /** Read-only commands of a deep observe. */

@@ -18,9 +18,9 @@ import ssh2 from "ssh2";
 const { utils } = ssh2;
 
 import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.ts";
-import type { Action, Driver, HostRef, ObservedApp, ObservedHost } from "../../reconciler/types.ts";
+import type { Action, ArchiveAction, ArchiveTransfer, Driver, HostRef, ObservedApp, ObservedHost } from "../../reconciler/types.ts";
 import { classify } from "./classify.ts";
-import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observeCommands, subcommandOf } from "./commands.ts";
+import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observeCommands, restoreCommands, subcommandOf } from "./commands.ts";
 import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
 import {
   observedFromPs,
@@ -170,7 +170,7 @@ class DokkuDriverImpl implements DokkuDriver {
     };
   }
 
-  async apply(host: HostRef, action: Exclude<Action, { kind: "backup" }>, signal?: AbortSignal): Promise<void> {
+  async apply(host: HostRef, action: Exclude<Action, ArchiveAction>, signal?: AbortSignal): Promise<void> {
     actionCommands(action, LATEST, this.settings.maxCommandBytes); // validates every argument before any connection is touched
     await this.mutation(host, action.app, async () => {
       const commands = actionCommands(action, await this.version(host, signal), this.settings.maxCommandBytes);
@@ -179,13 +179,24 @@ class DokkuDriverImpl implements DokkuDriver {
     });
   }
 
-  async backup(host: HostRef, action: Extract<Action, { kind: "backup" }>, sink: NodeJS.WritableStream, signal?: AbortSignal): Promise<void> {
-    backupCommand(action.app, action.storage, LATEST);
+  async transfer(host: HostRef, transfer: ArchiveTransfer, signal?: AbortSignal): Promise<void> {
+    const { action } = transfer;
+    const commandsFor = (version: DokkuVersion): Command[] => {
+      if (!("source" in transfer)) return [backupCommand(action.app, action.storage, version)];
+      const { wipe, extract } = restoreCommands(action.app, action.storage, version);
+      return [wipe, extract];
+    };
+    commandsFor(LATEST); // validates every argument before any connection is touched
     await this.mutation(host, action.app, async () => {
-      const command = backupCommand(action.app, action.storage, await this.version(host, signal));
-      const opts = { stdout: sink, timeoutMs: this.settings.backupTimeoutMs, ...(signal && { signal }) };
-      const result = await this.exec(host, command, opts);
-      if (result.exitCode !== 0) this.raise(host, command, result);
+      const commands = commandsFor(await this.version(host, signal));
+      const io = "source" in transfer ? { stdin: transfer.source } : { stdout: transfer.sink };
+      for (const [index, command] of commands.entries()) {
+        // Only the last command (tar) reads or writes the archive; the wipe before it has no stdin.
+        const last = index === commands.length - 1;
+        const opts = { timeoutMs: this.settings.backupTimeoutMs, ...(last ? io : {}), ...(signal && { signal }) };
+        const result = await this.exec(host, command, opts);
+        if (result.exitCode !== 0) this.raise(host, command, result);
+      }
     });
   }
 

@@ -26,6 +26,17 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Binary streaming: stdout chunks go here as Buffers and the result's `stdout` is empty. */
   readonly stdout?: NodeJS.WritableStream;
+  /**
+   * Piped to the command's stdin, then EOF (without it, EOF at once). An error of this stream
+   * closes the channel and fails the run with that error.
+   */
+  readonly stdin?: NodeJS.ReadableStream;
+}
+
+/** The byte streams of one command beyond its captured output. */
+interface ChannelIo {
+  readonly sink?: NodeJS.WritableStream | undefined;
+  readonly source?: NodeJS.ReadableStream | undefined;
 }
 
 export interface RunResult {
@@ -133,7 +144,7 @@ export class SshPool implements CommandRunner {
         await abortable(connection.ready, deadline.signal).catch((err: unknown) => {
           throw this.connectError(err, deadline.signal);
         });
-        return await this.exec(connection, command, argv, deadline.signal, opts.stdout);
+        return await this.exec(connection, command, argv, deadline.signal, { sink: opts.stdout, source: opts.stdin });
       } finally {
         this.release(connection);
       }
@@ -258,7 +269,7 @@ export class SshPool implements CommandRunner {
     await this.learning;
   }
 
-  private exec(connection: Connection, command: string, argv: readonly string[], signal: AbortSignal, sink?: NodeJS.WritableStream): Promise<RunResult> {
+  private exec(connection: Connection, command: string, argv: readonly string[], signal: AbortSignal, io: ChannelIo): Promise<RunResult> {
     return new Promise<RunResult>((resolve, reject) => {
       let channel: ClientChannel | undefined;
       let settled = false;
@@ -291,7 +302,7 @@ export class SshPool implements CommandRunner {
         if (err) return settle(() => reject(new SshError("ChannelOpenFailed", `could not open an ssh channel: ${err.message}`, false, { cause: err })));
         if (settled) return void stream.close();
         channel = stream;
-        this.collect(stream, argv, sink, (result) => settle(() => (result instanceof Error ? reject(result) : resolve(result))));
+        this.collect(stream, argv, io, (result) => settle(() => (result instanceof Error ? reject(result) : resolve(result))));
       };
       try {
         connection.client.exec(command, opened);
@@ -304,7 +315,7 @@ export class SshPool implements CommandRunner {
   }
 
   /** Reads both streams to the end; resolves on an exit status, fails when none arrived. */
-  private collect(stream: ClientChannel, argv: readonly string[], sink: NodeJS.WritableStream | undefined, done: (result: RunResult | Error) => void): void {
+  private collect(stream: ClientChannel, argv: readonly string[], { sink, source }: ChannelIo, done: (result: RunResult | Error) => void): void {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let exitCode: number | null = null;
@@ -325,7 +336,13 @@ export class SshPool implements CommandRunner {
       }
       done({ exitCode, stdout: Buffer.concat(out).toString("utf8"), stderr });
     });
-    stream.end();
+    if (!source) return void stream.end();
+    source.once("error", (error: Error) => {
+      source.unpipe(stream);
+      stream.close();
+      done(error);
+    });
+    source.pipe(stream);
   }
 
   /**

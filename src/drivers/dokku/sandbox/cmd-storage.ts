@@ -143,7 +143,7 @@ async function storageDestroy(ctx: Ctx, args: string[]): Promise<void> {
   ctx.io.info1(`Storage entry ${name} destroyed`);
 }
 
-const ALLOWED = new Set(["tar", "ls", "cat", "du", "true"]);
+const ALLOWED = new Set(["tar", "find", "ls", "cat", "du", "true"]);
 
 /** Runs `argv` with container paths (`/data/...`) mapped to real directories; streams stdio. */
 function runMapped(ctx: Ctx, argv: string[], maps: [string, string][]): Promise<number> {
