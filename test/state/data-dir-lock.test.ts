@@ -10,7 +10,7 @@ import { createInterface } from "node:readline";
 
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 
-import { acquireDataDirLock, DataDirBusyError, dataDirOwner, type DataDirLock } from "../../src/state/data-dir-lock.ts";
+import { acquireDataDirLock, DataDirBusyError, type DataDirLock,dataDirOwner } from "../../src/state/data-dir-lock.ts";
 
 let dir: string;
 const held: DataDirLock[] = [];
