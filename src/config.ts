@@ -14,6 +14,7 @@ export const DEFAULTS = {
   BASE_DOMAIN: "mindroom.localhost",
   RESYNC_INTERVAL: "5m",
   HEALTH_INTERVAL: "5m",
+  DEEP_OBSERVE_INTERVAL: "1h",
   GRACE_PERIOD: "7d",
   RETENTION_PERIOD: "30d",
   MAX_CONCURRENT_RECONCILES: 16,
@@ -115,6 +116,7 @@ const schema = z.object({
   MASTER_KEY: optionalText.pipe(z.string().min(32, "expected at least 32 characters of secret material").optional()),
   RESYNC_INTERVAL: duration("how often every instance is reconciled again").prefault(DEFAULTS.RESYNC_INTERVAL),
   HEALTH_INTERVAL: duration("how often each instance is probed").prefault(DEFAULTS.HEALTH_INTERVAL),
+  DEEP_OBSERVE_INTERVAL: duration("how often every instance's config, domains and storage are read back to find drift").prefault(DEFAULTS.DEEP_OBSERVE_INTERVAL),
   GRACE_PERIOD: duration("how long past_due instances keep running").prefault(DEFAULTS.GRACE_PERIOD),
   RETENTION_PERIOD: duration("how long canceled instances are kept before teardown").prefault(DEFAULTS.RETENTION_PERIOD),
   MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
@@ -154,6 +156,8 @@ export interface Config {
   readonly masterKey: string | undefined;
   readonly resyncIntervalMs: number;
   readonly healthIntervalMs: number;
+  /** The slow rotation that finds drift (a config value edited on the host) without a change. */
+  readonly deepObserveIntervalMs: number;
   readonly gracePeriodMs: number;
   readonly retentionPeriodMs: number;
   readonly maxConcurrentReconciles: number;
@@ -216,6 +220,7 @@ function toConfig(raw: Raw): Config {
     masterKey: raw.MASTER_KEY,
     resyncIntervalMs: raw.RESYNC_INTERVAL,
     healthIntervalMs: raw.HEALTH_INTERVAL,
+    deepObserveIntervalMs: raw.DEEP_OBSERVE_INTERVAL,
     gracePeriodMs: raw.GRACE_PERIOD,
     retentionPeriodMs: raw.RETENTION_PERIOD,
     maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,

@@ -80,10 +80,13 @@ export class Reconciler {
 
   constructor(private readonly deps: ReconcilerDeps) {}
 
-  /** The ReconcileFn of the controller: one pass, and when the answer changes by itself. */
-  async reconcile(key: string, signal: AbortSignal): Promise<{ requeueAfterMs?: number }> {
-    const outcome = await this.pass(key, { signal });
-    return requeueFor(outcome, this.deps.now());
+  /**
+   * The ReconcileFn of the controller: one pass, and when the answer changes by itself. `deep`
+   * when an operator asked for this pass (drift is only seen by a deep observe).
+   */
+  async reconcile(key: string, signal: AbortSignal, options: { deep?: boolean } = {}): Promise<{ requeueAfterMs?: number; outcome: PassOutcome }> {
+    const outcome = await this.pass(key, { signal, ...(options.deep ? { deep: true } : {}) });
+    return { ...requeueFor(outcome, this.deps.now()), outcome };
   }
 
   async pass(key: string, options: PassOptions): Promise<PassOutcome> {

@@ -30,6 +30,7 @@ import { leaseStore } from "../state/lease.ts";
 import { createJournal } from "../state/operations.ts";
 import { createHealthGate } from "./health-gate.ts";
 import { runScheduledJobs } from "./jobs.ts";
+import { OperatorRequests } from "./operator-requests.ts";
 import { runOutbox } from "./outbox.ts";
 
 export interface ControllerRuntimeOptions {
@@ -49,17 +50,17 @@ export interface ControllerTuning {
   readonly leaseRenewDeadlineMs: number;
   readonly leaseRetryPeriodMs: number;
   readonly hostObserveTtlMs: number;
+  /** DEEP_OBSERVE_INTERVAL: every instance is deep-observed (drift found) at least this often. */
   readonly deepObserveIntervalMs: number;
   readonly gaugeIntervalMs: number;
   readonly now: () => Date;
 }
 
-const DEFAULT_TUNING: ControllerTuning = {
+const DEFAULT_TUNING: Omit<ControllerTuning, "deepObserveIntervalMs"> = {
   leaseTtlMs: 15_000,
   leaseRenewDeadlineMs: 10_000,
   leaseRetryPeriodMs: 2_000,
   hostObserveTtlMs: 2_000,
-  deepObserveIntervalMs: 60 * 60_000,
   gaugeIntervalMs: 15_000,
   now: () => new Date(),
 };
@@ -76,7 +77,7 @@ export interface ControllerRuntime {
 }
 
 export function createControllerRuntime(options: ControllerRuntimeOptions): ControllerRuntime {
-  const tuning = { ...DEFAULT_TUNING, ...leaseTimings(options.config.leaderLeaseTtlMs), ...options.tuning };
+  const tuning = { ...DEFAULT_TUNING, deepObserveIntervalMs: options.config.deepObserveIntervalMs, ...leaseTimings(options.config.leaderLeaseTtlMs), ...options.tuning };
   const { sql, config, logger, registry } = options;
   const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
   metrics.initMetrics();
@@ -212,6 +213,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   const { sql, config, logger, metrics, reconciler, queue } = deps;
   const store = createInstanceStore(sql);
   const enqueue = (key: string): void => queue.add(key);
+  const requests = new OperatorRequests(sql);
   const resync = new Resync({
     intervalMs: config.resyncIntervalMs,
     listKeys: async () => {
@@ -227,7 +229,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     metrics,
     logger,
     maxConcurrentReconciles: config.maxConcurrentReconciles,
-    reconcile: (key, ctx) => reconciler.reconcile(key, ctx.signal),
+    reconcile: requests.wrap((key, signal, options) => reconciler.reconcile(key, signal, options)),
   });
   const prober = new HealthProber({
     sql,
@@ -242,7 +244,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   });
   const parts = [
     controller.start(signal),
-    startSqlSource({ sql, enqueue, resyncAll: () => void resync.resyncAll(), logger }, signal),
+    startSqlSource({ sql, enqueue, onRequest: (key, request) => requests.add(key, request), resyncAll: () => void resync.resyncAll(), logger }, signal),
     resync.start(signal),
     prober.start(signal),
     publishInstanceGauge(deps, signal),
