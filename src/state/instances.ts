@@ -248,3 +248,9 @@ export async function resolveInstanceKey(sql: Sql, id: string): Promise<Instance
     limit 1`;
   return row ? { subscriptionId: row.subscription_id, instanceId: row.instance_id, subdomain: row.subdomain } : undefined;
 }
+
+/** The tier `subscriptions` holds for a Stripe subscription id (`stripe send` follow-ups keep it). */
+export async function tierOfStripeSubscription(sql: Sql, stripeSubscriptionId: string): Promise<string | undefined> {
+  const [row] = await sql<{ tier: string }[]>`select tier::text as tier from public.subscriptions where stripe_subscription_id = ${stripeSubscriptionId}`;
+  return row?.tier;
+}
