@@ -70,9 +70,24 @@ const optionalText = z
   .transform((value) => (value.trim() === "" ? undefined : value))
   .optional();
 
-const sshUrl = z
-  .string()
-  .regex(/^ssh:\/\/[A-Za-z0-9._-]+@[A-Za-z0-9.[\]:-]+(:\d{1,5})?$/, "expected a comma-separated list of ssh://dokku@host:22 URLs");
+/**
+ * Why `url` is not a usable Dokku host URL, or undefined when it is: `ssh://dokku@HOST[:PORT]`,
+ * port 1–65535, and the user `dokku` (Dokku's commands run as that user's forced command; root
+ * would get a shell, not Dokku).
+ */
+export function sshUrlProblem(url: string): string | undefined {
+  const match = /^ssh:\/\/([A-Za-z0-9._-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/.exec(url);
+  if (!match) return `expected ssh://dokku@HOST:22 (got ${JSON.stringify(url.slice(0, 80))})`;
+  const [, user, , port] = match;
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return `port ${port} is not 1-65535 in ${url}`;
+  if (user !== "dokku") return `the SSH user must be dokku, Dokku's own user (got ${user} in ${url})`;
+  return undefined;
+}
+
+const sshUrl = z.string().superRefine((url, ctx) => {
+  const problem = sshUrlProblem(url);
+  if (problem) ctx.addIssue({ code: "custom", message: `expected a comma-separated list of ssh://dokku@host:22 URLs: ${problem}` });
+});
 
 const priceTiers = z.string().transform((text, ctx) => {
   const map: Record<string, (typeof TIERS)[number]> = {};

@@ -104,7 +104,9 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
 /** The Stripe webhook, inbox worker and catch-up; every replica serves the webhook. */
 async function startStripe(db: Database, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
   const { secrets, generated } = await webhookSecrets(config, sandboxMode);
-  if (generated) logger.warn({ webhookSecretFile: join(resolve(config.dataDir), "stripe_webhook_secret") }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
+  const webhookSecretFile = join(resolve(config.dataDir), "stripe_webhook_secret");
+  if (generated) logger.warn({ webhookSecretFile }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
+  else if (sandboxMode && config.stripe.webhookSecrets.length === 0) logger.warn({ webhookSecretFile }, "SANDBOX MODE: using the Stripe webhook secret generated earlier; `mindroom-reconciler stripe send` uses it");
   const stopping = new AbortController();
   const sources = startStripeSources(
     { sql: db.sql, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },

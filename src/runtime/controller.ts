@@ -17,7 +17,7 @@ import { type ControllerMetrics, createControllerMetrics } from "../reconciler/m
 import { Observer } from "../reconciler/observe.ts";
 import { findOrphans } from "../reconciler/plan.ts";
 import { WorkQueue } from "../reconciler/queue.ts";
-import { Reconciler } from "../reconciler/reconcile.ts";
+import { describePlan, type PassOutcome, Reconciler } from "../reconciler/reconcile.ts";
 import { DEFAULT_TEMPLATE } from "../reconciler/template.ts";
 import type { Component, Driver, HostRef, ObservedHost } from "../reconciler/types.ts";
 import { defaultDomainFor, HealthProber } from "../sources/health.ts";
@@ -229,7 +229,11 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     metrics,
     logger,
     maxConcurrentReconciles: config.maxConcurrentReconciles,
-    reconcile: requests.wrap((key, signal, options) => reconciler.reconcile(key, signal, options)),
+    reconcile: requests.wrap(async (key, signal, options) => {
+      const result = await reconciler.reconcile(key, signal, options);
+      logActions(logger, key, result.outcome);
+      return result;
+    }),
   });
   const prober = new HealthProber({
     sql,
@@ -255,6 +259,15 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   for (const result of results) {
     if (result.status === "rejected") logger.error({ err: result.reason }, "controller part failed");
   }
+}
+
+/** Every action a pass took, at info, so an operator can follow the daemon without debug. */
+function logActions(logger: Logger, subscription: string, outcome: PassOutcome): void {
+  if (outcome.kind !== "planned" || !outcome.applied || outcome.actions.length === 0) return;
+  const where = { subscription, instance: outcome.instanceId, subdomain: outcome.desired.subdomain };
+  const lines = describePlan(outcome.actions);
+  outcome.actions.forEach((action, index) => logger.info({ ...where, action: action.kind, app: "app" in action ? action.app : undefined }, lines[index] ?? action.kind));
+  logger.info({ ...where, phase: outcome.desired.phase, status: outcome.status, actions: outcome.actions.length }, `${outcome.desired.subdomain}: ${outcome.status}`);
 }
 
 /** Orphans and liveness per host, on every resync: reported, never destroyed by default. */

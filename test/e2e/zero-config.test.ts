@@ -68,11 +68,18 @@ describe("npm start on its embedded defaults", () => {
     await eventually("the four seeded instances running", async () => runningInstances((await get(port, "/metrics")).body) === 4, 90_000);
     // New instances are probed at once (real HTTP through the sandbox's ingress).
     await eventually("the four seeded instances healthy", async () => runningInstances((await get(port, "/metrics")).body, "healthy") === 4, 90_000);
+    // Every convergence is measured (each seeded instance converged, most in one pass), and the
+    // pool gauge has data at the first scrape.
+    const filled = (await get(port, "/metrics")).body;
+    expect(Number(/^mindroom_converge_seconds_count (\d+)/m.exec(filled)?.[1])).toBeGreaterThanOrEqual(4);
+    expect(filled).toMatch(/^mindroom_db_connections\{state="(idle|active)"\} [1-9]\d*$/m);
+    expect(filled).toMatch(/^mindroom_db_up 1$/m);
 
     // A second `serve` on the same DATA_DIR (on the same port or another) refuses in one line with
     // exit 2 and changes nothing: the sandbox row still points at the first daemon's sandbox.
     const hostsBefore = guest("hosts", "list");
     expect(hostsBefore.status, hostsBefore.stderr).toBe(0);
+    expect(hostsBefore.stderr).toBe(""); // a guest command logs nothing at the default level
     for (const secondPort of [String(port), "0"]) {
       const intruder = startServe({ DATA_DIR: dataDir, PORT: secondPort });
       started.push(intruder);
