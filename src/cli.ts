@@ -53,16 +53,24 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`mindroom-reconciler: unknown command "${name}"; run mindroom-reconciler --help\n`);
     return 2;
   }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(`usage: mindroom-reconciler ${name}: ${command.summary}\nConfiguration comes from environment variables; see README.md.\n`);
+    return 0;
+  }
   try {
     const module = await command.load();
     return await module.run(rest);
   } catch (error) {
-    return reportFatal(error);
+    return reportFatal(error, name);
   }
 }
 
 /** Expected failures print one line; anything else keeps its stack for the operator. */
-function reportFatal(error: unknown): number {
+function reportFatal(error: unknown, command: string): number {
+  if (isUsageError(error)) {
+    process.stderr.write(`mindroom-reconciler ${command}: ${error.message}; run mindroom-reconciler ${command} --help\n`);
+    return 2;
+  }
   if (error instanceof ConfigError) {
     process.stderr.write(`configuration error: ${error.message}\n`);
     return 2;
@@ -73,6 +81,12 @@ function reportFatal(error: unknown): number {
   }
   process.stderr.write(`error: ${describeChain(error)}\n`);
   return 1;
+}
+
+/** node:util parseArgs rejects unknown options and missing values with these codes. */
+function isUsageError(error: unknown): error is Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Error && typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_");
 }
 
 /** The message of an error and of each cause, most specific last, with the outermost stack. */

@@ -15,6 +15,7 @@ export const DEFAULTS = {
   BASE_DOMAIN: "mindroom.localhost",
   RESYNC_INTERVAL: "5m",
   HEALTH_INTERVAL: "5m",
+  DEEP_OBSERVE_INTERVAL: "1h",
   GRACE_PERIOD: "7d",
   RETENTION_PERIOD: "30d",
   MAX_CONCURRENT_RECONCILES: 16,
@@ -73,9 +74,24 @@ const optionalText = z
   .transform((value) => (value.trim() === "" ? undefined : value))
   .optional();
 
-const sshUrl = z
-  .string()
-  .regex(/^ssh:\/\/[A-Za-z0-9._-]+@[A-Za-z0-9.[\]:-]+(:\d{1,5})?$/, "expected a comma-separated list of ssh://dokku@host:22 URLs");
+/**
+ * Why `url` is not a usable Dokku host URL, or undefined when it is: `ssh://dokku@HOST[:PORT]`,
+ * port 1–65535, and the user `dokku` (Dokku's commands run as that user's forced command; root
+ * would get a shell, not Dokku).
+ */
+export function sshUrlProblem(url: string): string | undefined {
+  const match = /^ssh:\/\/([A-Za-z0-9._-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/.exec(url);
+  if (!match) return `expected ssh://dokku@HOST:22 (got ${JSON.stringify(url.slice(0, 80))})`;
+  const [, user, , port] = match;
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return `port ${port} is not 1-65535 in ${url}`;
+  if (user !== "dokku") return `the SSH user must be dokku, Dokku's own user (got ${user} in ${url})`;
+  return undefined;
+}
+
+const sshUrl = z.string().superRefine((url, ctx) => {
+  const problem = sshUrlProblem(url);
+  if (problem) ctx.addIssue({ code: "custom", message: `expected a comma-separated list of ssh://dokku@host:22 URLs: ${problem}` });
+});
 
 const priceTiers = z.string().transform((text, ctx) => {
   const map: Record<string, (typeof TIERS)[number]> = {};
@@ -135,6 +151,7 @@ const schema = z.object({
   MASTER_KEY: optionalText.pipe(z.string().min(32, "expected at least 32 characters of secret material").optional()),
   RESYNC_INTERVAL: duration("how often every instance is reconciled again").prefault(DEFAULTS.RESYNC_INTERVAL),
   HEALTH_INTERVAL: duration("how often each instance is probed").prefault(DEFAULTS.HEALTH_INTERVAL),
+  DEEP_OBSERVE_INTERVAL: duration("how often every instance's config, domains and storage are read back to find drift").prefault(DEFAULTS.DEEP_OBSERVE_INTERVAL),
   GRACE_PERIOD: duration("how long past_due instances keep running").prefault(DEFAULTS.GRACE_PERIOD),
   RETENTION_PERIOD: duration("how long canceled instances are kept before teardown").prefault(DEFAULTS.RETENTION_PERIOD),
   MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
@@ -181,6 +198,8 @@ export interface Config {
   readonly masterKey: string | undefined;
   readonly resyncIntervalMs: number;
   readonly healthIntervalMs: number;
+  /** The slow rotation that finds drift (a config value edited on the host) without a change. */
+  readonly deepObserveIntervalMs: number;
   readonly gracePeriodMs: number;
   readonly retentionPeriodMs: number;
   readonly maxConcurrentReconciles: number;
@@ -255,6 +274,7 @@ function toConfig(raw: Raw): Config {
     masterKey: raw.MASTER_KEY,
     resyncIntervalMs: raw.RESYNC_INTERVAL,
     healthIntervalMs: raw.HEALTH_INTERVAL,
+    deepObserveIntervalMs: raw.DEEP_OBSERVE_INTERVAL,
     gracePeriodMs: raw.GRACE_PERIOD,
     retentionPeriodMs: raw.RETENTION_PERIOD,
     maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,

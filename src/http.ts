@@ -56,7 +56,8 @@ export function createHttpServer(routes: Routes, onError: (error: unknown) => vo
   });
 }
 
-export async function listen(server: Server, port: number, host = "0.0.0.0"): Promise<number> {
+/** Binds and answers the address actually bound (port 0 picks a free port). */
+export async function listen(server: Server, port: number, host = "0.0.0.0"): Promise<{ address: string; port: number }> {
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -64,7 +65,8 @@ export async function listen(server: Server, port: number, host = "0.0.0.0"): Pr
       resolve();
     });
   });
-  return (server.address() as AddressInfo).port;
+  const address = server.address() as AddressInfo;
+  return { address: address.address, port: address.port };
 }
 
 export async function closeServer(server: Server): Promise<void> {

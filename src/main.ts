@@ -3,6 +3,7 @@
  * (embedded when no DATABASE_URL), migrations, seed of a brand-new embedded database, HTTP.
  * Later pieces (controller, sources, prober) attach to the same lifecycle.
  */
+import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -12,7 +13,7 @@ import ssh2 from "ssh2";
 import type { Config } from "./config.ts";
 import { createBackupStore } from "./drivers/backup-store/index.ts";
 import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
-import { baseRoutes, closeServer, createHttpServer, type Handler, listen, sendJson } from "./http.ts";
+import { baseRoutes, closeServer, createHttpServer, type Handler, listen, type Routes, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
 import { once } from "./once.ts";
 import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
@@ -20,6 +21,7 @@ import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
 import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
 import { createStripeMetrics } from "./sources/stripe-metrics.ts";
 import { startStripeSources } from "./sources/stripe-sources.ts";
+import { acquireDataDirLock } from "./state/data-dir-lock.ts";
 import { type Database, openDatabase, seed } from "./state/db.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
@@ -41,11 +43,25 @@ export interface DaemonOptions {
   readonly tuning?: Partial<ControllerTuning>;
 }
 
+/**
+ * Starts the daemon. Before anything else it takes the DATA_DIR lock, so a second `serve` on the
+ * same directory throws DataDirBusyError having changed nothing (no Postgres adopted, no sandbox
+ * started, no `dokku_hosts` row rewritten).
+ */
 export async function startDaemon(config: Config, logger: Logger, options: DaemonOptions = {}): Promise<Daemon> {
-  const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
-  const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
-  const stops: (() => Promise<void>)[] = [() => db.close()];
+  const dataDir = resolve(config.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o711 });
+  const lock = await acquireDataDirLock(dataDir);
+  const stops: (() => Promise<void>)[] = [() => lock.release()];
   try {
+    // The port is bound before anything changes too: a port in use fails the start cleanly.
+    const routes: Routes = { ...startingRoutes() };
+    const server = createHttpServer(routes, (error) => logger.error({ err: error }, "request failed"));
+    const bound = await listen(server, config.port);
+    stops.push(() => closeServer(server));
+    const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
+    const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
+    stops.push(() => db.close());
     const result = await migrate(db.sql);
     logger.info({ applied: result.applied, migration: result.current }, "database migrated");
     if (db.created) {
@@ -77,12 +93,9 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     });
     const stripe = await startStripe(db, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
-    const routes = { ...baseRoutes(registry, { notReadyReason: () => readiness(db) }), "POST /webhooks/stripe": stripe.webhook };
-    const server = createHttpServer(routes, (error) => logger.error({ err: error }, "request failed"));
-    const port = await listen(server, config.port);
-    stops.push(() => closeServer(server));
-    logger.info({ port }, `listening on http://127.0.0.1:${port} (/healthz, /readyz, /metrics)`);
-    return { port, db, registry, controller, sandbox: hosts.sandbox, stop: once(() => runStops(stops, logger)) };
+    Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), { "POST /webhooks/stripe": stripe.webhook });
+    logger.info({ address: bound.address, port: bound.port }, `listening on http://${bound.address}:${bound.port} (/healthz, /readyz, /metrics, /webhooks/stripe)`);
+    return { port: bound.port, db, registry, controller, sandbox: hosts.sandbox, stop: once(() => runStops(stops, logger)) };
   } catch (error) {
     await runStops(stops, logger);
     throw error;
@@ -92,7 +105,9 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
 /** The Stripe webhook, inbox worker and catch-up; every replica serves the webhook. */
 async function startStripe(db: Database, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
   const { secrets, generated } = await webhookSecrets(config, sandboxMode);
-  if (generated) logger.warn({ webhookSecretFile: join(resolve(config.dataDir), "stripe_webhook_secret") }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
+  const webhookSecretFile = join(resolve(config.dataDir), "stripe_webhook_secret");
+  if (generated) logger.warn({ webhookSecretFile }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
+  else if (sandboxMode && config.stripe.webhookSecrets.length === 0) logger.warn({ webhookSecretFile }, "SANDBOX MODE: using the Stripe webhook secret generated earlier; `mindroom-reconciler stripe send` uses it");
   const stopping = new AbortController();
   const sources = startStripeSources(
     { sql: db.sql, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
@@ -105,6 +120,14 @@ async function startStripe(db: Database, config: Config, logger: Logger, registr
       stopping.abort();
       await sources.done;
     },
+  };
+}
+
+/** What answers while the daemon starts: alive, not ready. */
+function startingRoutes(): Routes {
+  return {
+    "GET /healthz": (_req, res) => sendJson(res, 200, { status: "alive" }),
+    "GET /readyz": (_req, res) => sendJson(res, 503, { status: "not ready", reason: "starting" }),
   };
 }
 

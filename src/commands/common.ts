@@ -13,7 +13,8 @@ export interface CommandContext {
 export async function withDatabase<T>(fn: (ctx: CommandContext) => Promise<T>): Promise<T> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, process.stderr);
-  const db = await openDatabase(config, (message) => logger.info(message), { max: 4 });
+  // Attaching to the daemon's embedded Postgres is routine for a guest: not worth a line at info.
+  const db = await openDatabase(config, (message) => logger.debug(message), { max: 4 });
   try {
     return await fn({ config, logger, db });
   } finally {

@@ -15,6 +15,7 @@ import { buildReconciler, hostOrphans } from "../runtime/controller.ts";
 import { needsSandbox } from "../runtime/hosts.ts";
 import { loadKeyMaterial } from "../runtime/secrets.ts";
 import { listHosts, pinHostKey } from "../state/hosts.ts";
+import { resolveInstanceKey } from "../state/instances.ts";
 import type { CommandContext } from "./common.ts";
 
 export interface ControllerContext {
@@ -52,23 +53,8 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
   };
 }
 
-export interface InstanceKey {
-  readonly subscriptionId: string;
-  readonly instanceId: string | null;
-  readonly subdomain: string | null;
-}
-
-/** Resolves an instance id, a subdomain or a subscription id to the work-queue key. */
-export async function resolveKey(sql: Sql, id: string): Promise<InstanceKey | undefined> {
-  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
-  const [row] = await sql<{ subscription_id: string; instance_id: string | null; subdomain: string | null }[]>`
-    select i.subscription_id, i.id as instance_id, i.subdomain from public.instances i
-    where (${uuid} and i.id = ${uuid ? id : null}::uuid) or i.subdomain = ${id}
-    union all
-    select s.id, null, null from public.subscriptions s where ${uuid} and s.id = ${uuid ? id : null}::uuid
-    limit 1`;
-  return row ? { subscriptionId: row.subscription_id, instanceId: row.instance_id, subdomain: row.subdomain } : undefined;
-}
+/** Resolves an instance id, a subdomain, a subscription id or a `sub_...` to the work-queue key. */
+export const resolveKey = resolveInstanceKey;
 
 /** Every key worth planning: subscriptions with a live instance or one that should get one. */
 export async function allKeys(sql: Sql): Promise<string[]> {

@@ -3,6 +3,9 @@
  * what is wrong and what to do. Exit 0 when everything is ok, 1 when something is not.
  * Read-only: it observes hosts but changes nothing (a host key is pinned on first contact only).
  */
+import { readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+
 import { Registry } from "prom-client";
 
 import { createDokkuDriver } from "../drivers/dokku/driver.ts";
@@ -69,11 +72,7 @@ async function hosts(ctx: CommandContext): Promise<Check[]> {
 
 async function stripe(ctx: CommandContext): Promise<Check[]> {
   const { stripe: settings } = ctx.config;
-  const checks: Check[] = [
-    settings.webhookSecrets.length > 0
-      ? { name: "stripe webhook", ok: true, detail: `${settings.webhookSecrets.length} signing secret(s) configured` }
-      : { name: "stripe webhook", ok: !ctx.config.dokkuHosts, detail: "STRIPE_WEBHOOK_SECRET is not set: the webhook answers 503 (sandbox mode generates one)" },
-  ];
+  const checks: Check[] = [await webhookCheck(ctx)];
   const client = createStripeClient(settings);
   if (!client) return [...checks, { name: "stripe api", ok: true, detail: "STRIPE_API_KEY not set: payload mode, ordering is best-effort (see README)" }];
   try {
@@ -83,6 +82,17 @@ async function stripe(ctx: CommandContext): Promise<Check[]> {
     checks.push({ name: "stripe api", ok: false, detail: `${coerceError(error).message}: check STRIPE_API_KEY` });
   }
   return checks;
+}
+
+async function webhookCheck(ctx: CommandContext): Promise<Check> {
+  const count = ctx.config.stripe.webhookSecrets.length;
+  if (count > 0) return { name: "stripe webhook", ok: true, detail: `${count} signing secret(s) configured` };
+  if (!(await needsSandbox(ctx.db.sql, ctx.config))) {
+    return { name: "stripe webhook", ok: false, detail: "STRIPE_WEBHOOK_SECRET is not set: the webhook answers 503 until it is" };
+  }
+  const file = join(resolve(ctx.config.dataDir), "stripe_webhook_secret");
+  const generated = await readFile(file).then(() => true, () => false);
+  return { name: "stripe webhook", ok: true, detail: generated ? `sandbox mode: serve verifies with the generated secret in ${file}` : `sandbox mode: serve generates a secret into ${file} at start` };
 }
 
 async function inbox(ctx: CommandContext): Promise<Check> {

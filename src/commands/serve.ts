@@ -1,6 +1,7 @@
 import { loadConfig } from "../config.ts";
 import { createLogger } from "../logger.ts";
 import { startDaemon } from "../main.ts";
+import { DataDirBusyError } from "../state/data-dir-lock.ts";
 
 /** `mindroom-reconciler serve` (also `npm start`): runs until SIGINT or SIGTERM. */
 export async function run(argv: string[]): Promise<number> {
@@ -10,7 +11,14 @@ export async function run(argv: string[]): Promise<number> {
   }
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
-  const daemon = await startDaemon(config, logger);
+  let daemon;
+  try {
+    daemon = await startDaemon(config, logger);
+  } catch (error) {
+    if (!(error instanceof DataDirBusyError)) throw error;
+    process.stderr.write(`mindroom-reconciler serve: ${error.message}\n`);
+    return 2;
+  }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("SIGTERM", () => resolve("SIGTERM"));

@@ -4,10 +4,14 @@
  */
 import type { Sql } from "postgres";
 
-import type { Condition } from "../reconciler/types.ts";
+import type { Config } from "../config.ts";
+import { billingPhase, effectivePhase } from "../reconciler/desired.ts";
+import type { Condition, Phase } from "../reconciler/types.ts";
+import { createInstanceStore } from "../state/instances.ts";
 import { printTable, withDatabase } from "./common.ts";
 
 interface Row {
+  subscription_id: string;
   subdomain: string;
   tier: string;
   sub_status: string;
@@ -28,9 +32,9 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write("usage: mindroom-reconciler status\n");
     return 2;
   }
-  return withDatabase(async ({ db }) => {
+  return withDatabase(async ({ db, config }) => {
     const rows = await loadRows(db.sql);
-    printRows(rows);
+    printRows(rows, await desiredPhases(db.sql, config, rows));
     await printInbox(db.sql);
     return 0;
   });
@@ -38,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
 
 async function loadRows(sql: Sql): Promise<Row[]> {
   return sql<Row[]>`
-    select i.subdomain, s.tier::text as tier, s.status::text as sub_status, i.desired_state::text as desired_state,
+    select i.subscription_id, i.subdomain, s.tier::text as tier, s.status::text as sub_status, i.desired_state::text as desired_state,
            i.status::text as status, i.health_status::text as health_status, h.name as host,
            i.generation::text as generation, i.observed_generation::text as observed_generation,
            i.last_error, i.reconcile_paused, i.conditions,
@@ -50,25 +54,52 @@ async function loadRows(sql: Sql): Promise<Row[]> {
     order by i.subdomain`;
 }
 
-function printRows(rows: Row[]): void {
-  const header = ["INSTANCE", "TIER", "BILLING", "DESIRED", "OBSERVED", "HEALTH", "HOST", "GEN", "WHY NOT CONVERGED"];
-  const body = rows.map((row) => [
-    row.subdomain,
-    row.tier,
-    row.sub_status,
-    desiredPhase(row),
-    row.status,
-    row.health_status,
-    row.host ?? "-",
-    `${row.observed_generation}/${row.generation}`,
-    whyNotConverged(row),
-  ]);
-  printTable(header, body);
-  if (rows.length === 0) process.stdout.write("(no instances)\n");
+interface Desired {
+  readonly phase: Phase;
+  /** What decided it: billing, the desired_state override, and whether reconcile is paused. */
+  readonly why: string;
 }
 
-function desiredPhase(row: Row): string {
-  return row.desired_state ?? "(billing)";
+/** The phase each instance is meant to have, computed as the controller does (pure desired.ts). */
+async function desiredPhases(sql: Sql, config: Config, rows: readonly Row[]): Promise<Map<string, Desired>> {
+  const store = createInstanceStore(sql);
+  const now = new Date();
+  const result = new Map<string, Desired>();
+  for (const row of rows) {
+    const subject = await store.load(row.subscription_id);
+    const instance = subject?.instance;
+    if (!subject || !instance || instance.subdomain !== row.subdomain) {
+      result.set(row.subdomain, { phase: "deprovisioned", why: "billing" });
+      continue;
+    }
+    const billing = billingPhase(subject.subscription, { now, gracePeriodMs: config.gracePeriodMs, retentionPeriodMs: config.retentionPeriodMs });
+    const effective = effectivePhase(billing, instance.desiredState);
+    const base = billing.phase === "none" ? "stopped" : billing.phase;
+    const why = [effective.phase === base ? "billing" : "override", ...(instance.reconcilePaused ? ["paused"] : [])].join(", ");
+    result.set(row.subdomain, { phase: effective.phase, why });
+  }
+  return result;
+}
+
+function printRows(rows: Row[], desired: ReadonlyMap<string, Desired>): void {
+  const header = ["INSTANCE", "TIER", "BILLING", "DESIRED", "OBSERVED", "HEALTH", "HOST", "GEN", "WHY NOT CONVERGED"];
+  const body = rows.map((row) => {
+    const want = desired.get(row.subdomain);
+    return [
+      row.subdomain,
+      row.tier,
+      row.sub_status,
+      want ? `${want.phase} (${want.why})` : "-",
+      row.status,
+      // The last probe of an instance that is not meant to run says nothing about it now.
+      want?.phase === "running" ? row.health_status : "-",
+      row.host ?? "-",
+      `${row.observed_generation}/${row.generation}`,
+      whyNotConverged(row),
+    ];
+  });
+  printTable(header, body);
+  if (rows.length === 0) process.stdout.write("(no instances)\n");
 }
 
 /** In words: the first thing that keeps this instance from its desired state. */

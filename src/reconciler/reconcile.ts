@@ -84,10 +84,13 @@ export class Reconciler {
 
   constructor(private readonly deps: ReconcilerDeps) {}
 
-  /** The ReconcileFn of the controller: one pass, and when the answer changes by itself. */
-  async reconcile(key: string, signal: AbortSignal): Promise<{ requeueAfterMs?: number }> {
-    const outcome = await this.pass(key, { signal });
-    return requeueFor(outcome, this.deps.now());
+  /**
+   * The ReconcileFn of the controller: one pass, and when the answer changes by itself. `deep`
+   * when an operator asked for this pass (drift is only seen by a deep observe).
+   */
+  async reconcile(key: string, signal: AbortSignal, options: { deep?: boolean } = {}): Promise<{ requeueAfterMs?: number; outcome: PassOutcome }> {
+    const outcome = await this.pass(key, { signal, ...(options.deep ? { deep: true } : {}) });
+    return { ...requeueFor(outcome, this.deps.now()), outcome };
   }
 
   async pass(key: string, options: PassOptions): Promise<PassOutcome> {
@@ -122,23 +125,36 @@ export class Reconciler {
     const host = subject.host;
     const epoch = options.dryRun ? 0 : this.requireEpoch();
     const unknown = options.dryRun ? 0 : await this.deps.journal.recoverPending(instance.id, epoch);
+    let found;
+    try {
+      found = await this.observeAndPlan(instance, desired, host, unknown > 0, now, options);
+    } catch (error) {
+      // A pass that cannot even observe (host down) is a failed pass too: `status` names it.
+      if (!options.dryRun) await this.recordFailure(instance, desired, error as Error, now, instance.status);
+      throw error;
+    }
+    const { gate, observed, actions, existing } = found;
+    if (options.dryRun) return planned(instance, desired, actions, false, instance.status);
+    if (observed && instance.generation === instance.observedGeneration) {
+      for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
+    }
+    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal, existing);
+  }
+
+  private async observeAndPlan(instance: InstanceRecord, desired: DesiredInstance, host: HostRef, unknownOutcome: boolean, now: Date, options: PassOptions) {
     const hostView = await this.deps.observer.host(host, options.signal);
     const shallow = instanceApps(desired, hostView);
     const gate = await this.healthGate(instance, desired, now, options);
     const deepReason = this.deps.observer.deepReason(instance.id, desired, shallow, {
       generationChanged: instance.generation !== instance.observedGeneration,
-      unknownOutcome: unknown > 0,
+      unknownOutcome,
       // Teardown always plans: its last steps (storage) are invisible to the shallow view.
       // A health restart must be planned even when the shallow view looks converged.
       requested: options.deep === true || desired.phase === "deprovisioned" || gate.restart.length > 0,
     });
     const observed = deepReason ? await this.deps.observer.deep(instance.id, host, desired, shallow, options.signal) : undefined;
     const actions = observed ? await this.planFor(instance, desired, observed, gate.restart) : [];
-    if (options.dryRun) return planned(instance, desired, actions, false, instance.status);
-    if (observed && instance.generation === instance.observedGeneration) {
-      for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
-    }
-    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal, new Set(shallow.keys()));
+    return { gate, observed, actions, existing: new Set(shallow.keys()) };
   }
 
   private async act(
@@ -256,10 +272,11 @@ export class Reconciler {
     return epoch;
   }
 
-  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date): Promise<void> {
+  /** Records a failed pass; `keep` keeps the status (nothing was done, e.g. the host did not answer). */
+  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date, keep?: InstanceStatus): Promise<void> {
     const terminal = error instanceof TerminalError;
-    const reason = terminal ? error.reason : "ApplyFailed";
-    const status = terminal ? "error" : progressingStatus(desired.phase, instance.status !== "pending");
+    const reason = terminal ? error.reason : keep ? "ObserveFailed" : "ApplyFailed";
+    const status = terminal ? "error" : (keep ?? progressingStatus(desired.phase, instance.status !== "pending"));
     await this.writeStatus(instance, desired, status, [synced("False", reason, error.message), ready("False", reason, error.message)], false, error.message, now).catch(() => {});
   }
 
@@ -275,10 +292,17 @@ export class Reconciler {
     this.trackConvergence(instance, converged, now);
   }
 
+  /**
+   * Every convergence on a new generation is observed, from the first pass that saw the
+   * generation (this one, when a single pass converged it) to now.
+   */
   private trackConvergence(instance: InstanceRecord, converged: boolean, now: Date): void {
     const pending = this.pendingSince.get(instance.id);
     if (converged) {
-      if (pending && instance.generation !== instance.observedGeneration) this.deps.onConverged?.((now.getTime() - pending.since) / 1000);
+      if (instance.generation !== instance.observedGeneration) {
+        const since = pending?.generation === instance.generation ? pending.since : now.getTime();
+        this.deps.onConverged?.(Math.max(0, this.deps.now().getTime() - since) / 1000);
+      }
       this.pendingSince.delete(instance.id);
     } else if (!pending || pending.generation !== instance.generation) {
       this.pendingSince.set(instance.id, { generation: instance.generation, since: now.getTime() });

@@ -18,7 +18,7 @@ import { type ControllerMetrics, createControllerMetrics } from "../reconciler/m
 import { Observer } from "../reconciler/observe.ts";
 import { findOrphans } from "../reconciler/plan.ts";
 import { WorkQueue } from "../reconciler/queue.ts";
-import { Reconciler } from "../reconciler/reconcile.ts";
+import { describePlan, type PassOutcome, Reconciler } from "../reconciler/reconcile.ts";
 import { DEFAULT_TEMPLATE } from "../reconciler/template.ts";
 import type { Component, Driver, HostRef, ObservedHost } from "../reconciler/types.ts";
 import { defaultDomainFor, HealthProber } from "../sources/health.ts";
@@ -33,6 +33,7 @@ import { type BackupMetrics, createBackupMetrics } from "./backup-metrics.ts";
 import { createBackupPort, createRestorePort } from "./backups.ts";
 import { createHealthGate } from "./health-gate.ts";
 import { runScheduledJobs } from "./jobs.ts";
+import { OperatorRequests } from "./operator-requests.ts";
 import { runOutbox } from "./outbox.ts";
 
 export interface ControllerRuntimeOptions {
@@ -52,17 +53,17 @@ export interface ControllerTuning {
   readonly leaseRenewDeadlineMs: number;
   readonly leaseRetryPeriodMs: number;
   readonly hostObserveTtlMs: number;
+  /** DEEP_OBSERVE_INTERVAL: every instance is deep-observed (drift found) at least this often. */
   readonly deepObserveIntervalMs: number;
   readonly gaugeIntervalMs: number;
   readonly now: () => Date;
 }
 
-const DEFAULT_TUNING: ControllerTuning = {
+const DEFAULT_TUNING: Omit<ControllerTuning, "deepObserveIntervalMs"> = {
   leaseTtlMs: 15_000,
   leaseRenewDeadlineMs: 10_000,
   leaseRetryPeriodMs: 2_000,
   hostObserveTtlMs: 2_000,
-  deepObserveIntervalMs: 60 * 60_000,
   gaugeIntervalMs: 15_000,
   now: () => new Date(),
 };
@@ -79,7 +80,7 @@ export interface ControllerRuntime {
 }
 
 export function createControllerRuntime(options: ControllerRuntimeOptions): ControllerRuntime {
-  const tuning = { ...DEFAULT_TUNING, ...leaseTimings(options.config.leaderLeaseTtlMs), ...options.tuning };
+  const tuning = { ...DEFAULT_TUNING, deepObserveIntervalMs: options.config.deepObserveIntervalMs, ...leaseTimings(options.config.leaderLeaseTtlMs), ...options.tuning };
   const { sql, config, logger, registry } = options;
   const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
   metrics.initMetrics();
@@ -232,6 +233,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   const { sql, config, logger, metrics, reconciler, queue } = deps;
   const store = createInstanceStore(sql);
   const enqueue = (key: string): void => queue.add(key);
+  const requests = new OperatorRequests(sql);
   const resync = new Resync({
     intervalMs: config.resyncIntervalMs,
     listKeys: async () => {
@@ -247,7 +249,11 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     metrics,
     logger,
     maxConcurrentReconciles: config.maxConcurrentReconciles,
-    reconcile: (key, ctx) => reconciler.reconcile(key, ctx.signal),
+    reconcile: requests.wrap(async (key, signal, options) => {
+      const result = await reconciler.reconcile(key, signal, options);
+      logActions(logger, key, result.outcome);
+      return result;
+    }),
   });
   const prober = new HealthProber({
     sql,
@@ -262,7 +268,7 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   });
   const parts = [
     controller.start(signal),
-    startSqlSource({ sql, enqueue, resyncAll: () => void resync.resyncAll(), logger }, signal),
+    startSqlSource({ sql, enqueue, onRequest: (key, request) => requests.add(key, request), resyncAll: () => void resync.resyncAll(), logger }, signal),
     resync.start(signal),
     prober.start(signal),
     publishInstanceGauge(deps, signal),
@@ -282,6 +288,15 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   for (const result of results) {
     if (result.status === "rejected") logger.error({ err: result.reason }, "controller part failed");
   }
+}
+
+/** Every action a pass took, at info, so an operator can follow the daemon without debug. */
+function logActions(logger: Logger, subscription: string, outcome: PassOutcome): void {
+  if (outcome.kind !== "planned" || !outcome.applied || outcome.actions.length === 0) return;
+  const where = { subscription, instance: outcome.instanceId, subdomain: outcome.desired.subdomain };
+  const lines = describePlan(outcome.actions);
+  outcome.actions.forEach((action, index) => logger.info({ ...where, action: action.kind, app: "app" in action ? action.app : undefined }, lines[index] ?? action.kind));
+  logger.info({ ...where, phase: outcome.desired.phase, status: outcome.status, actions: outcome.actions.length }, `${outcome.desired.subdomain}: ${outcome.status}`);
 }
 
 /** Orphans and liveness per host, on every resync: reported, never destroyed by default. */

@@ -11,7 +11,7 @@ import type { Sql } from "postgres";
 import type { Config } from "../config.ts";
 import type { Sandbox } from "../drivers/dokku/sandbox/index.ts";
 import type { Logger } from "../logger.ts";
-import { listHosts, upsertHost } from "../state/hosts.ts";
+import { listHosts, registerSandboxHost, upsertHost } from "../state/hosts.ts";
 
 export const SANDBOX_HOST_NAME = "sandbox";
 
@@ -40,8 +40,8 @@ export async function setUpHosts(sql: Sql, config: Config, logger: Logger, sandb
     dokkuVersion: config.sandboxDokkuVersion,
     authorizedKeys: [clientPublicKey],
   });
-  await upsertHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, capacity: 1000 });
-  await sql`update public.dokku_hosts set host_key = ${sandbox.hostKey}, ingress_url = ${sandbox.ingressUrl}, ssh_url = ${sandbox.sshUrl} where name = ${SANDBOX_HOST_NAME}`;
+  // Only the process that runs this sandbox (the DATA_DIR owner, see main.ts) writes its row.
+  await registerSandboxHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000 });
   logger.warn(
     { sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, dokkuVersion: sandbox.version },
     "SANDBOX MODE: no Dokku host is configured, so instances run on an in-process sandbox Dokku host on loopback (set DOKKU_HOSTS for real hosts)",

@@ -31,7 +31,7 @@ export function describeMode(apiKeyConfigured: boolean): string {
     ? "stripe: API mode: every event re-reads the customer and all its subscriptions from the Stripe API; " +
         "catch-up lists /v1/events and sweeps all subscriptions daily"
     : "stripe: payload mode (no STRIPE_API_KEY): events are applied from their payloads; ordering is best-effort " +
-        "(guarded by event `created`, terminal statuses never revert, same-second ties by lifecycle rank then " +
+        "(guarded by event `created`, terminal statuses never revert, same-second ties by lifecycle rank and event type then " +
         "arrival); missed webhooks are not recovered. Set STRIPE_API_KEY for exact convergence";
 }
 
@@ -90,7 +90,7 @@ export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers
       const snap = mapSubscription(object, priceTiers);
       const accountId = await findAccountIdByCustomer(sql, snap.customerId);
       if (accountId === null) return { kind: "deferred", detail: `customer ${snap.customerId} not known yet: waiting for its customer event` };
-      const applied = await applySubscription(sql, snap, { accountId, stateAt: event.created, guard: true, source });
+      const applied = await applySubscription(sql, snap, { accountId, stateAt: event.created, guard: true, eventType: event.type, source });
       return applied.result === "stale" || applied.result === "terminal"
         ? { kind: "skipped", detail: `${applied.result}: older than the applied state` }
         : { kind: "applied", detail: `subscription ${applied.result}` };

@@ -268,6 +268,31 @@ const STATUS_RANK: Readonly<Record<SubscriptionStatus, number>> = {
   incomplete_expired: 6,
 };
 
+/**
+ * Event types that say by themselves where they stand in a second, whatever the status in their
+ * payload: a `resumed` (status active) follows the `paused` it undoes, and a `deleted` follows
+ * everything. Ranks are on the STATUS_RANK scale times ten, so they fit between statuses.
+ */
+const EVENT_TYPE_RANK: Readonly<Record<string, number>> = {
+  "customer.subscription.resumed": STATUS_RANK.paused * 10 + 5,
+  "customer.subscription.deleted": 100,
+};
+
+/** Where a payload stands among the same-second payloads of one subscription. */
+export function lifecycleRank(status: SubscriptionStatus, eventType?: string): number {
+  return (eventType === undefined ? undefined : EVENT_TYPE_RANK[eventType]) ?? STATUS_RANK[status] * 10;
+}
+
+/**
+ * The rank of the stored state when it was applied from a payload of the same second: the highest
+ * rank among that second's applied events whose status it holds (the guard applies an event only
+ * when it ranks at least as high as the stored state, so that is the one the row reflects).
+ */
+export function storedRank(status: SubscriptionStatus, sameSecondEvents: readonly { readonly type: string; readonly status: string | null }[]): number {
+  const ranks = sameSecondEvents.filter((event) => event.status === status).map((event) => lifecycleRank(status, event.type));
+  return Math.max(lifecycleRank(status), ...ranks);
+}
+
 /** Stripe never moves a subscription out of these. */
 export const TERMINAL_STATUSES: readonly SubscriptionStatus[] = ["canceled", "incomplete_expired"];
 
@@ -279,22 +304,23 @@ export type OrderingDecision = "apply" | "stale" | "terminal";
  * 1. A terminal stored status is never left (Stripe guarantees it): a late `updated` cannot revive
  *    a canceled subscription.
  * 2. An older event than the stored state is stale.
- * 3. Same second: the incoming payload wins when its lifecycle rank is at least the stored one
- *    (so, among equal ranks, the later-processed event wins: arrival order).
+ * 3. Same second: the incoming payload wins when its lifecycle rank (status, or what its event
+ *    type says: see EVENT_TYPE_RANK) is at least the stored one, `stored.rank` when known (so,
+ *    among equal ranks, the later-processed event wins: arrival order).
  * Limitation: with payloads only the truth cannot always be known (two same-second payloads of
  * equal rank that differ in tier or cancel fields resolve by arrival order). With an API key the
  * worker re-reads the subscription instead and this guard is not used.
  */
 export function orderingDecision(
-  stored: { readonly status: SubscriptionStatus; readonly stateAt: Date | null } | null,
-  incoming: { readonly status: SubscriptionStatus; readonly stateAt: Date },
+  stored: { readonly status: SubscriptionStatus; readonly stateAt: Date | null; readonly rank?: number } | null,
+  incoming: { readonly status: SubscriptionStatus; readonly stateAt: Date; readonly eventType?: string },
 ): OrderingDecision {
   if (stored === null) return "apply";
   if (TERMINAL_STATUSES.includes(stored.status) && !TERMINAL_STATUSES.includes(incoming.status)) return "terminal";
   if (stored.stateAt === null) return "apply";
   const delta = incoming.stateAt.getTime() - stored.stateAt.getTime();
   if (delta !== 0) return delta > 0 ? "apply" : "stale";
-  return STATUS_RANK[incoming.status] >= STATUS_RANK[stored.status] ? "apply" : "stale";
+  return lifecycleRank(incoming.status, incoming.eventType) >= (stored.rank ?? lifecycleRank(stored.status)) ? "apply" : "stale";
 }
 
 /** The billing columns of a stored subscription, as compared with a snapshot. */

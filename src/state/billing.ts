@@ -15,9 +15,10 @@ import {
   type OrderingDecision,
   orderingDecision,
   type StoredBilling,
+  storedRank,
   type SubscriptionSnapshot,
 } from "../sources/stripe-map.ts";
-import type { Db } from "./stripe-events.ts";
+import { type Db, sameSecondSubscriptionEvents } from "./stripe-events.ts";
 
 /** Where a write came from, for the audit trail. */
 export interface BillingSource {
@@ -144,6 +145,8 @@ export interface ApplySubscriptionOptions {
   readonly stateAt: Date;
   /** True for payloads (no API key): the ordering guard of stripe-map.ts decides. */
   readonly guard: boolean;
+  /** Payloads: the event's type, which can say where it stands within its second (stripe-map.ts). */
+  readonly eventType?: string;
   readonly source: BillingSource;
 }
 
@@ -155,7 +158,8 @@ export async function applySubscription(sql: Db, snap: SubscriptionSnapshot, opt
     from subscriptions where stripe_subscription_id = ${snap.stripeSubscriptionId} for update`;
   const row = rows[0];
   if (row !== undefined && options.guard) {
-    const decision = orderingDecision({ status: row.status, stateAt: row.stripe_state_at }, { status: snap.status, stateAt: options.stateAt });
+    const rank = await sameSecondRank(sql, row, snap, options.stateAt);
+    const decision = orderingDecision({ status: row.status, stateAt: row.stripe_state_at, ...(rank === undefined ? {} : { rank }) }, { status: snap.status, stateAt: options.stateAt, ...(options.eventType ? { eventType: options.eventType } : {}) });
     if (decision !== "apply") return { result: decision, subscriptionId: row.id };
   }
   const changes = billingChanges(row === undefined ? null : storedBilling(row), snap);
@@ -185,6 +189,13 @@ export async function applySubscription(sql: Db, snap: SubscriptionSnapshot, opt
   }
   const instanceRequested = await ensureInstance(sql, subscriptionId, snap.status, options);
   return { result, subscriptionId, instanceRequested };
+}
+
+/** The stored state's same-second rank (issue 13: a `resumed` must beat its `paused` in either order). */
+async function sameSecondRank(sql: Db, row: SubscriptionRow, snap: SubscriptionSnapshot, stateAt: Date): Promise<number | undefined> {
+  if (row.stripe_state_at?.getTime() !== stateAt.getTime()) return undefined;
+  const events = await sameSecondSubscriptionEvents(sql, { customerId: snap.customerId, subscriptionId: snap.stripeSubscriptionId, created: stateAt });
+  return storedRank(row.status, events);
 }
 
 const storedBilling = (row: SubscriptionRow): StoredBilling => ({

@@ -25,7 +25,10 @@ export interface ProbeTarget {
   readonly subdomain: string;
   /** The host's Host-routing HTTP address, or null: probe `https://<domain>` instead. */
   readonly ingressUrl: string | null;
-  /** No probe result yet: a new instance is probed at once rather than at its phase. */
+  /**
+   * No probe result since the instance last ran: new, or resumed after a stop. Probed at once
+   * rather than at its phase, so a resumed instance does not show stale health for an interval.
+   */
   readonly neverProbed: boolean;
 }
 
@@ -35,7 +38,8 @@ export interface ProbeTarget {
  */
 export async function listProbeTargets(sql: Db): Promise<ProbeTarget[]> {
   const rows = await sql<{ id: string; subscription_id: string; subdomain: string; ingress_url: string | null; never_probed: boolean }[]>`
-    select i.id, i.subscription_id, i.subdomain, h.ingress_url, i.last_health_check is null as never_probed
+    select i.id, i.subscription_id, i.subdomain, h.ingress_url,
+           i.last_health_check is null or coalesce(i.last_health_check < i.stopped_at, false) as never_probed
     from instances i
     join dokku_hosts h on h.id = i.host_id
     where i.status in ('running', 'failed')

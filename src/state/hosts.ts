@@ -60,6 +60,15 @@ export async function upsertHost(sql: Sql, host: HostInput): Promise<string> {
   return row!.id;
 }
 
+/**
+ * The sandbox host's row, written by the process that just started that sandbox: its URLs and
+ * key change on every start (fresh loopback ports), so they replace the stored ones.
+ */
+export async function registerSandboxHost(sql: Sql, host: HostInput & { readonly hostKey: string; readonly ingressUrl: string }): Promise<void> {
+  await upsertHost(sql, host);
+  await sql`update public.dokku_hosts set host_key = ${host.hostKey}, ingress_url = ${host.ingressUrl}, ssh_url = ${host.sshUrl} where name = ${host.name}`;
+}
+
 /** Removes a host that runs nothing; a host with live instances is refused (drain it first). */
 export async function removeHost(sql: Sql, name: string): Promise<"removed" | "missing" | "in-use"> {
   return sql.begin(async (tx) => {

@@ -226,3 +226,33 @@ export async function liveAppNames(sql: Sql, hostId: string): Promise<Set<string
     select subdomain from public.instances where host_id = ${hostId} and status <> 'deprovisioned'`;
   return new Set(rows.flatMap((row) => COMPONENTS.map((component) => appName(row.subdomain, component))));
 }
+
+export interface InstanceKey {
+  readonly subscriptionId: string;
+  readonly instanceId: string | null;
+  readonly subdomain: string | null;
+}
+
+/**
+ * Resolves what an operator types to the work-queue key: an instance id, a subdomain, a
+ * subscription id, or a Stripe subscription id (`sub_...`, as `stripe send` prints it). The
+ * subscription's newest instance comes first, so `sub_...` names the live one.
+ */
+export async function resolveInstanceKey(sql: Sql, id: string): Promise<InstanceKey | undefined> {
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id : null;
+  const [row] = await sql<{ subscription_id: string; instance_id: string | null; subdomain: string | null }[]>`
+    (select i.subscription_id, i.id as instance_id, i.subdomain from public.instances i
+     where i.id = ${uuid}::uuid or i.subdomain = ${id})
+    union all
+    (select s.id, i.id, i.subdomain from public.subscriptions s
+     left join lateral (select id, subdomain from public.instances where subscription_id = s.id order by created_at desc limit 1) i on true
+     where s.id = ${uuid}::uuid or s.stripe_subscription_id = ${id})
+    limit 1`;
+  return row ? { subscriptionId: row.subscription_id, instanceId: row.instance_id, subdomain: row.subdomain } : undefined;
+}
+
+/** The tier `subscriptions` holds for a Stripe subscription id (`stripe send` follow-ups keep it). */
+export async function tierOfStripeSubscription(sql: Sql, stripeSubscriptionId: string): Promise<string | undefined> {
+  const [row] = await sql<{ tier: string }[]>`select tier::text as tier from public.subscriptions where stripe_subscription_id = ${stripeSubscriptionId}`;
+  return row?.tier;
+}

@@ -119,6 +119,22 @@ export async function deferEvent(sql: Db, id: string, reason: string, until: Dat
   await sql`update stripe_events set last_error = ${reason}, next_attempt_at = ${until} where id = ${id}`;
 }
 
+/**
+ * The subscription events of one Stripe subscription created in one second (any processing state
+ * but dead or ignored), with the status their payloads carry: the payload-mode guard's view of
+ * which same-second event the stored state came from.
+ */
+export async function sameSecondSubscriptionEvents(
+  sql: Db,
+  at: { readonly customerId: string; readonly subscriptionId: string; readonly created: Date },
+): Promise<{ type: string; status: string | null }[]> {
+  return sql<{ type: string; status: string | null }[]>`
+    select type, payload->'data'->'object'->>'status' as status
+    from stripe_events
+    where customer_id = ${at.customerId} and created = ${at.created} and object_id = ${at.subscriptionId}
+      and type like 'customer.subscription.%' and status in ('pending', 'processed', 'failed')`;
+}
+
 /** Makes a customer's parked events due now (its `customer.*` event has just been applied). */
 export async function wakeCustomer(sql: Db, customerId: string): Promise<void> {
   await sql`

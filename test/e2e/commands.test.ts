@@ -77,11 +77,23 @@ describe("operator commands", () => {
 
   test("status shows every instance and why one is not converged", async () => {
     await h.db.sql`update instances set reconcile_paused = true where subdomain = 'demo-free'`;
+    // As the prober leaves it after a healthy round (this harness probes hourly).
+    await h.db.sql`update instances set health_status = 'healthy'`;
     const result = await cli("status");
     expect(result.status).toBe(0);
     for (const subdomain of SEED_SUBDOMAINS) expect(result.stdout).toContain(subdomain);
     expect(result.stdout).toMatch(/demo-free .*reconcile paused/);
     expect(result.stdout).toMatch(/stripe inbox: 0 pending/);
+    // DESIRED is the computed phase and why; HEALTH is "-" for an instance not meant to run.
+    expect(result.stdout).toMatch(/^demo-free +free +active +running \(billing, paused\) +running +healthy /m);
+    expect(result.stdout).toMatch(/^demo-starter +starter +active +running \(billing\) +running +healthy /m);
+    await h.db.sql`update instances set desired_state = 'stopped' where subdomain = 'demo-pro'`;
+    await h.db.sql`update subscriptions set status = 'canceled', canceled_at = now() where id = (select subscription_id from instances where subdomain = 'demo-enterprise')`;
+    const lowered = await cli("status");
+    expect(lowered.stdout).toMatch(/^demo-pro +professional +active +stopped \(override\) +running +- /m);
+    expect(lowered.stdout).toMatch(/^demo-enterprise +enterprise +canceled +stopped \(billing\) +running +- /m);
+    await h.db.sql`update instances set desired_state = null where subdomain = 'demo-pro'`;
+    await h.db.sql`update subscriptions set status = 'active', canceled_at = null where id = (select subscription_id from instances where subdomain = 'demo-enterprise')`;
   });
 
   test("plan for an unknown instance exits 2 with a clear message", async () => {
@@ -115,5 +127,38 @@ describe("operator commands", () => {
     expect((await cli("hosts", "remove", "sandbox")).status).toBe(1);
     expect((await cli("hosts", "remove", "edge-1")).status).toBe(0);
     expect((await cli("hosts", "add", "bad name", "nope")).status).toBe(2);
+  });
+});
+
+describe("usage errors and help", () => {
+  test("unknown options, bad URLs and ports exit 2 with one line and no stack trace", async () => {
+    const cases: Array<{ args: string[]; message: RegExp }> = [
+      { args: ["plan", "--bogus"], message: /^mindroom-reconciler plan: Unknown option '--bogus'.*; run mindroom-reconciler plan --help$/ },
+      { args: ["hosts", "add", "edge-2", "ssh://dokku@10.0.0.9:22", "--ingress-url", "ftp://x"], message: /^mindroom-reconciler hosts add: --ingress-url must be an http\(s\):\/\/ URL \(got "ftp:\/\/x"\)$/ },
+      { args: ["hosts", "add", "edge-2", "ssh://dokku@h:99999"], message: /^mindroom-reconciler hosts add: port 99999 is not 1-65535 in ssh:\/\/dokku@h:99999$/ },
+      { args: ["hosts", "add", "edge-2", "ssh://root@h:22"], message: /^mindroom-reconciler hosts add: the SSH user must be dokku, Dokku's own user \(got root in ssh:\/\/root@h:22\)$/ },
+    ];
+    for (const { args, message } of cases) {
+      const result = await cli(...args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+      expect(result.stderr.split("\n")[0], args.join(" ")).toMatch(message);
+      expect(result.stderr).not.toMatch(/^\s+at /m);
+    }
+  });
+
+  test("every command answers --help with exit 0", async () => {
+    for (const command of ["serve", "migrate", "seed", "plan", "status", "reconcile", "hosts", "sandbox", "stripe", "doctor", "bench"]) {
+      const result = await cli(command, "--help");
+      expect(result.status, command).toBe(0);
+      expect(result.stdout).toMatch(new RegExp(`^usage: mindroom-reconciler ${command}`));
+    }
+  });
+
+  test("guest commands print no log line at the default level", async () => {
+    const { LOG_LEVEL: _level, ...defaults } = env;
+    const result = await new Promise<{ stderr: string }>((resolve) => {
+      execFile(process.execPath, ["src/bin.mjs", "status"], { env: defaults, encoding: "utf8", timeout: 60_000 }, (_error, _stdout, stderr) => resolve({ stderr }));
+    });
+    expect(result.stderr).toBe("");
   });
 });

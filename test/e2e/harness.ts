@@ -13,7 +13,7 @@ import { loadConfig } from "../../src/config.ts";
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
-import { type ControllerRuntime, createControllerRuntime } from "../../src/runtime/controller.ts";
+import { type ControllerRuntime, type ControllerTuning, createControllerRuntime } from "../../src/runtime/controller.ts";
 import { seed } from "../../src/state/db.ts";
 import { upsertHost } from "../../src/state/hosts.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -39,6 +39,7 @@ export interface HarnessOptions {
   readonly env?: Record<string, string>;
   readonly dokkuVersion?: string;
   readonly seed?: boolean;
+  readonly tuning?: Partial<ControllerTuning>;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -59,7 +60,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     sshPrivateKey: key.private,
     masterKey: MASTER_KEY,
     backupStore: createLocalStore(backupDir),
-    tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset) },
+    tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset), ...options.tuning },
   });
   const stopping = new AbortController();
   const done = runtime.run(stopping.signal);

@@ -1,3 +1,7 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
@@ -11,6 +15,13 @@ let db: TestDatabase;
 let sandbox: Sandbox;
 let env: Record<string, string>;
 const processes: ServeProcess[] = [];
+const dirs: string[] = [];
+
+async function replicaDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "mindroom-replica-"));
+  dirs.push(dir);
+  return dir;
+}
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -25,15 +36,17 @@ afterAll(async () => {
   await Promise.all(processes.map((p) => p.exited));
   await sandbox?.close();
   await db?.drop();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
 describe("leadership across two serve processes on one database", () => {
   test("exactly one reconciles; after SIGKILL of the leader the other takes over in under 20 s", async () => {
-    const first = startServe(env);
+    // Replicas share the database, each with its own DATA_DIR (one serve per DATA_DIR).
+    const first = startServe({ ...env, DATA_DIR: await replicaDir() });
     processes.push(first);
     await first.port;
     await eventually("the first process leads", async () => (await first.leading()) === true, 30_000);
-    const second = startServe(env);
+    const second = startServe({ ...env, DATA_DIR: await replicaDir() });
     processes.push(second);
     await second.port;
     await eventually("the second process serves metrics", async () => (await second.leading()) !== undefined, 30_000);

@@ -24,7 +24,7 @@ export function startServe(env: Record<string, string>): ServeProcess {
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream! }).on("line", (line) => {
       log += `${line}\n`;
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      const match = /listening on http:\/\/[0-9.:[\]]+:(\d+) /.exec(line);
       if (match) resolvePort(Number(match[1]));
     });
   }

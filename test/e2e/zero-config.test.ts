@@ -44,6 +44,11 @@ async function postmasterPid(): Promise<number> {
 }
 
 
+/** A one-shot command on the same DATA_DIR (a guest of the running daemon's Postgres). */
+function guest(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, ["src/bin.mjs", ...args], { env: { PATH: process.env.PATH, DATA_DIR: dataDir }, encoding: "utf8", timeout: 60_000 });
+}
+
 function serve(): ServeProcess {
   // No DATABASE_URL, no DOKKU_HOSTS, no secrets: only where to keep data and a free port.
   const process_ = startServe({ DATA_DIR: dataDir });
@@ -63,6 +68,26 @@ describe("npm start on its embedded defaults", () => {
     await eventually("the four seeded instances running", async () => runningInstances((await get(port, "/metrics")).body) === 4, 90_000);
     // New instances are probed at once (real HTTP through the sandbox's ingress).
     await eventually("the four seeded instances healthy", async () => runningInstances((await get(port, "/metrics")).body, "healthy") === 4, 90_000);
+    // Every convergence is measured (each seeded instance converged, most in one pass), and the
+    // pool gauge has data at the first scrape.
+    const filled = (await get(port, "/metrics")).body;
+    expect(Number(/^mindroom_converge_seconds_count (\d+)/m.exec(filled)?.[1])).toBeGreaterThanOrEqual(4);
+    expect(filled).toMatch(/^mindroom_db_connections\{state="(idle|active)"\} [1-9]\d*$/m);
+    expect(filled).toMatch(/^mindroom_db_up 1$/m);
+
+    // A second `serve` on the same DATA_DIR (on the same port or another) refuses in one line with
+    // exit 2 and changes nothing: the sandbox row still points at the first daemon's sandbox.
+    const hostsBefore = guest("hosts", "list");
+    expect(hostsBefore.status, hostsBefore.stderr).toBe(0);
+    expect(hostsBefore.stderr).toBe(""); // a guest command logs nothing at the default level
+    for (const secondPort of [String(port), "0"]) {
+      const intruder = startServe({ DATA_DIR: dataDir, PORT: secondPort });
+      started.push(intruder);
+      expect((await intruder.exited).code).toBe(2);
+      expect(intruder.output()).toMatch(/^mindroom-reconciler serve: another serve \(pid \d+\) already owns DATA_DIR \S+; stop it first, or give this one its own DATA_DIR\n$/);
+    }
+    expect(guest("hosts", "list").stdout).toBe(hostsBefore.stdout);
+    expect((await get(port, "/metrics")).body).toMatch(/^mindroom_dokku_host_up\{host="sandbox"\} 1$/m);
 
     const send = spawnSync(process.execPath, ["src/bin.mjs", "stripe", "send", "customer.subscription.created", "--tier", "starter"], {
       env: { PATH: process.env.PATH, DATA_DIR: dataDir, PORT: String(port) },

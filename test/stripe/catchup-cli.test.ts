@@ -4,6 +4,7 @@ import { catchUpEvents, sweepSubscriptions } from "../../src/sources/stripe-catc
 import { run as runCli, scenario } from "../../src/sources/stripe-cli.ts";
 import { StripeInbox } from "../../src/sources/stripe-inbox.ts";
 import { startStripeSources } from "../../src/sources/stripe-sources.ts";
+import { tierOfStripeSubscription } from "../../src/state/instances.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { newMetrics, SECRET, silentLogger, startWebhookServer, subscriptionRow } from "./helpers.ts";
@@ -85,6 +86,34 @@ describe("stripe CLI", () => {
       const created = lines[1]!.split(" ")[0]!;
       const [row] = await db.sql`select payload #>> '{data,object,id}' as sub from stripe_events where id = ${created}`;
       expect(await subscriptionRow(db.sql, row!.sub as string)).toMatchObject({ status: "active", tier: "professional" });
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("send prints the ids it used, and a follow-up on a subscription keeps its tier unless --tier is given", async () => {
+    const server = await startWebhookServer(db.sql);
+    const inbox = new StripeInbox({ sql: db.sql, stripe: null, priceTiers: {}, metrics: newMetrics().metrics, logger: silentLogger });
+    const currentTier = (id: string) => tierOfStripeSubscription(db.sql, id);
+    try {
+      const created = capture();
+      expect(await runCli(["send", "customer.subscription.created", "--tier", "professional", "--url", server.url], { config: config(), stdout: created, stderr: capture() })).toBe(0);
+      const ids = /^customer (cus_\S+) subscription (sub_\S+)$/m.exec(created.text());
+      expect(ids, created.text()).not.toBeNull();
+      const [, customer, subscription] = ids!;
+      await inbox.processPendingOnce();
+      expect(await subscriptionRow(db.sql, subscription!)).toMatchObject({ status: "active", tier: "professional" });
+
+      const failed = capture();
+      const code = await runCli(["send", "invoice.payment_failed", "--customer", customer!, "--subscription", subscription!, "--url", server.url], { config: config(), stdout: failed, stderr: capture(), currentTier });
+      expect(code, failed.text()).toBe(0);
+      expect(failed.text()).toContain(`customer ${customer} subscription ${subscription}\n`);
+      await inbox.processPendingOnce();
+      expect(await subscriptionRow(db.sql, subscription!)).toMatchObject({ status: "past_due", tier: "professional" });
+
+      const err = capture();
+      expect(await runCli(["send", "invoice.paid", "--subscription", "sub_unknown", "--url", server.url], { config: config(), stdout: capture(), stderr: err, currentTier })).toBe(2);
+      expect(err.text()).toMatch(/subscription sub_unknown is not in the database, so its current tier is unknown: give --tier/);
     } finally {
       await server.close();
     }

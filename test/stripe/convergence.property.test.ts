@@ -5,8 +5,10 @@
  *
  * - API mode (with catch-up): guaranteed for ANY delivery, drops included.
  * - Payload mode: guaranteed when every event is delivered at least once (duplicates and any
- *   reordering allowed) and the subscription's events have distinct `created` seconds. Same-second
- *   payloads and drops are outside the guarantee there (documented in stripe-map.ts and describeMode).
+ *   reordering allowed) and the subscription's events have distinct `created` seconds, or share a
+ *   second only where their event types say the order (a pause resumed in the same second, a
+ *   cancellation in the same second as the step before it). Other same-second payloads and drops
+ *   are outside the guarantee there (documented in stripe-map.ts and describeMode).
  */
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -99,6 +101,41 @@ async function drain(inbox: StripeInbox): Promise<void> {
   }
 }
 
+const trialStepArb: fc.Arbitrary<Step> = fc.oneof(
+  tierArb.map((tier) => ({ kind: "changeTier" as const, tier })),
+  fc.boolean().map((value) => ({ kind: "cancelAtPeriodEnd" as const, value })),
+);
+
+/**
+ * A trial that ends unpaid (`paused`) and is resumed in the same second (what `stripe send
+ * customer.subscription.resumed` does), with steps before and after on distinct seconds, and
+ * optionally a cancellation in the same second as the last step.
+ */
+const orderedPairsArb = fc.record({
+  tier: tierArb,
+  before: fc.array(fc.tuple(trialStepArb, fc.constantFrom(1, 60)), { maxLength: 2 }),
+  after: fc.array(fc.tuple(stepArb, fc.constantFrom(1, 60, 86_400)), { maxLength: 3 }),
+  cancelInSameSecond: fc.boolean(),
+});
+
+function buildOrderedPairs(sim: StripeSim, clock: FakeClock, life: { tier: PaidTier; before: Array<[Step, number]>; after: Array<[Step, number]>; cancelInSameSecond: boolean }): string {
+  const customer = sim.createCustomer({ email: `pairs-${sim.prefix}@example.com` });
+  const sub = sim.createSubscription({ customer, tier: life.tier, trialDays: 14 });
+  for (const [step, gap] of life.before) {
+    clock.advance(gap);
+    runStep(sim, sub, step);
+  }
+  clock.advance(1);
+  runStep(sim, sub, { kind: "endTrial", paid: false });
+  runStep(sim, sub, { kind: "resume" });
+  for (const [step, gap] of life.after) {
+    clock.advance(gap);
+    runStep(sim, sub, step);
+  }
+  if (life.cancelInSameSecond) runStep(sim, sub, { kind: "cancelNow" });
+  return sub;
+}
+
 function buildLifecycle(sim: StripeSim, clock: FakeClock, life: { tier: PaidTier; start: string; steps: Array<[Step, number]> }, minGap: number): string {
   const customer = sim.createCustomer({ email: `prop-${sim.prefix}@example.com` });
   const sub = sim.createSubscription({ customer, tier: life.tier, ...(life.start === "trial" ? { trialDays: 14 } : {}), failFirstPayment: life.start === "incomplete" });
@@ -164,6 +201,29 @@ describe("convergence", () => {
           const fake = await startFakeStripe({ clock });
           try {
             const sub = buildLifecycle(fake.sim, clock, life, 1);
+            const inbox = new StripeInbox({ sql: db.sql, stripe: null, priceTiers: {}, metrics, logger: silentLogger, backoff: { minMs: 0, maxMs: 0 } });
+            await deliverInterleaved(fake.sim.events.slice(0, 40), choices, inbox);
+            await drain(inbox);
+            await expectConverged(fake.sim, sub);
+          } finally {
+            await fake.close();
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  }, 180_000);
+
+  test("payload mode: same-second pairs whose event types say the order (paused → resumed, anything → deleted) converge in any delivery order", async () => {
+    const { metrics } = newMetrics();
+    await fc.assert(
+      fc.asyncProperty(
+        orderedPairsArb.chain((life) => fc.tuple(fc.constant(life), choicesArb(40, false))),
+        async ([life, choices]) => {
+          const clock = new FakeClock();
+          const fake = await startFakeStripe({ clock });
+          try {
+            const sub = buildOrderedPairs(fake.sim, clock, life);
             const inbox = new StripeInbox({ sql: db.sql, stripe: null, priceTiers: {}, metrics, logger: silentLogger, backoff: { minMs: 0, maxMs: 0 } });
             await deliverInterleaved(fake.sim.events.slice(0, 40), choices, inbox);
             await drain(inbox);

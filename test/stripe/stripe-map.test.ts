@@ -10,6 +10,7 @@ import {
   mapSubscription,
   type OrderingDecision,
   orderingDecision,
+  storedRank,
   stripeEventSchema,
   tierOfPrice,
   UnknownPriceError,
@@ -160,6 +161,9 @@ describe("orderingDecision (payload mode)", () => {
     "same second forward": { reason: "created(incomplete) + updated(active) in one second: forward rank wins", stored: { status: "incomplete", stateAt: d(T0) }, incoming: { status: "active", stateAt: d(T0) }, want: "apply" },
     "same second backward": { reason: "the same pair reversed: the lower rank loses", stored: { status: "active", stateAt: d(T0) }, incoming: { status: "incomplete", stateAt: d(T0) }, want: "stale" },
     "same second equal rank": { reason: "equal rank (trial_will_end + updated): the later-processed one wins", stored: { status: "trialing", stateAt: d(T0) }, incoming: { status: "trialing", stateAt: d(T0) }, want: "apply" },
+    "resumed after paused, same second": { reason: "a resumed follows the paused it undoes, though active ranks below paused", stored: { status: "paused", stateAt: d(T0) }, incoming: { status: "active", stateAt: d(T0), eventType: "customer.subscription.resumed" }, want: "apply" },
+    "paused after resumed, same second": { reason: "the pause processed after its resume (reordered delivery) is stale", stored: { status: "active", stateAt: d(T0), rank: storedRank("active", [{ type: "customer.subscription.resumed", status: "active" }]) }, incoming: { status: "paused", stateAt: d(T0), eventType: "customer.subscription.paused" }, want: "stale" },
+    "deleted follows everything": { reason: "a deleted in the same second as anything wins", stored: { status: "paused", stateAt: d(T0), rank: storedRank("paused", [{ type: "customer.subscription.paused", status: "paused" }]) }, incoming: { status: "canceled", stateAt: d(T0), eventType: "customer.subscription.deleted" }, want: "apply" },
     "unguarded row": { reason: "a row never stamped (written by SQL) accepts the payload", stored: { status: "active", stateAt: null }, incoming: { status: "active", stateAt: d(T0) }, want: "apply" },
   };
   for (const [name, tc] of Object.entries(cases)) {
