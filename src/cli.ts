@@ -23,6 +23,10 @@ const COMMANDS: Record<string, Command> = {
   hosts: { summary: "hosts list | add NAME SSH_URL [--capacity N] [--region R] | remove NAME", load: () => import("./commands/hosts.ts") },
   sandbox: { summary: "sandbox [--port N] [--dokku-version V] [--authorized-keys FILE]: a local Dokku host", load: () => import("./drivers/dokku/sandbox/cli.ts") },
   stripe: { summary: "stripe sync [--customer ID] | stripe send TRIGGER [--customer ID] [--tier T] [--url URL]", load: () => import("./commands/stripe.ts") },
+  backup: { summary: "backup ID [--component C] [--json]: back up an instance's storage now and wait", load: async () => (await import("./commands/backups.ts")).backup },
+  restore: { summary: "restore BACKUP_ID [--instance ID] [--force-cross-account] [--json]: replace a component's data", load: async () => (await import("./commands/backups.ts")).restore },
+  import: { summary: "import FILE.tar.gz --instance ID [--component backend|matrix]: bring self-hosted data in", load: async () => (await import("./commands/backups.ts")).importArchive },
+  backups: { summary: "backups list [ID] [--json] | download BACKUP_ID --out FILE | url BACKUP_ID [--expires 15m] | verify [BACKUP_ID]", load: () => import("./commands/backups.ts") },
   doctor: { summary: "check the database, the hosts and Stripe, and say what is wrong (exit 0 ok, 1 problems)", load: () => import("./commands/doctor.ts") },
   bench: { summary: "bench ssh|scale|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
 };

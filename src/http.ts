@@ -10,7 +10,7 @@ import type { Registry } from "prom-client";
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void;
 
-/** Keys are `METHOD /path`. */
+/** Keys are `METHOD /path`, or `METHOD /prefix/*` for every path under a prefix. */
 export type Routes = Record<string, Handler>;
 
 export interface HealthChecks {
@@ -41,8 +41,8 @@ export function baseRoutes(registry: Registry, health: HealthChecks): Routes {
 
 export function createHttpServer(routes: Routes, onError: (error: unknown) => void): Server {
   return createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const handler = routes[`${req.method} ${path}`];
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const handler = routes[`${req.method} ${path}`] ?? prefixHandler(routes, req.method ?? "", path);
     if (!handler) {
       const known = Object.keys(routes).some((key) => key.endsWith(` ${path}`));
       sendJson(res, known ? 405 : 404, { error: known ? "method not allowed" : "not found" });
@@ -54,6 +54,13 @@ export function createHttpServer(routes: Routes, onError: (error: unknown) => vo
       else res.destroy();
     });
   });
+}
+
+function prefixHandler(routes: Routes, method: string, path: string): Handler | undefined {
+  for (const [key, handler] of Object.entries(routes)) {
+    if (key.endsWith("/*") && key.startsWith(`${method} `) && path.startsWith(key.slice(method.length + 1, -1))) return handler;
+  }
+  return undefined;
 }
 
 /** Binds and answers the address actually bound (port 0 picks a free port). */

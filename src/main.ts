@@ -16,6 +16,7 @@ import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
 import { baseRoutes, closeServer, createHttpServer, type Handler, listen, type Routes, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
 import { once } from "./once.ts";
+import { DOWNLOAD_PREFIX, downloadHandler } from "./runtime/backup-links.ts";
 import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
 import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
 import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
@@ -75,6 +76,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const keys = await loadKeyMaterial(config, sandboxMode);
     const hosts = await setUpHosts(db.sql, config, logger, sandboxMode, publicKeyOf(keys.sshPrivateKey));
     stops.push(() => hosts.close());
+    const backupStore = createBackupStore(config);
     const controller = createControllerRuntime({
       sql: db.sql,
       config,
@@ -82,7 +84,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       registry,
       sshPrivateKey: keys.sshPrivateKey,
       masterKey: keys.masterKey,
-      backupStore: createBackupStore(config),
+      backupStore,
       ...(options.tuning ? { tuning: options.tuning } : {}),
     });
     const stopController = new AbortController();
@@ -93,7 +95,10 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     });
     const stripe = await startStripe(db, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
-    Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), { "POST /webhooks/stripe": stripe.webhook });
+    Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), {
+      "POST /webhooks/stripe": stripe.webhook,
+      [`GET ${DOWNLOAD_PREFIX}*`]: downloadHandler({ sql: db.sql, store: backupStore, masterKey: keys.masterKey, now: () => new Date(), logger }),
+    });
     logger.info({ address: bound.address, port: bound.port }, `listening on http://${bound.address}:${bound.port} (/healthz, /readyz, /metrics, /webhooks/stripe)`);
     return { port: bound.port, db, registry, controller, sandbox: hosts.sandbox, stop: once(() => runStops(stops, logger)) };
   } catch (error) {

@@ -44,7 +44,7 @@ export async function scheduleDailyBackups(wiring: BackupJobsWiring, now: Date):
     const slot = latestSlot(row.instanceId, now, wiring.dailyAtMinute);
     const state = { ...row, failedSinceSlot: row.failedAt.filter((at) => at >= slot).length };
     if (!dailyBackupDue(state, now, wiring.dailyAtMinute)) continue;
-    if (await requestAutomaticBackup(wiring.sql, row.instanceId, slot, wiring.retentionMs)) requested += 1;
+    if (await requestAutomaticBackup(wiring.sql, row.instanceId, slot, now, wiring.retentionMs)) requested += 1;
   }
   return requested;
 }

@@ -269,13 +269,14 @@ export async function scheduleRows(sql: Db): Promise<ScheduleRow[]> {
 }
 
 /**
- * Requests the automatic backup of `slot`, unless one since the slot exists already (another
+ * Requests the automatic backup of `slot` (as of `now`), unless one since the slot exists already (another
  * replica that led a moment ago, or an earlier check). True when a row was inserted.
  */
-export async function requestAutomaticBackup(sql: Db, instanceId: string, slot: Date, retentionMs: number): Promise<boolean> {
+export async function requestAutomaticBackup(sql: Db, instanceId: string, slot: Date, now: Date, retentionMs: number): Promise<boolean> {
+  // created_at is the scheduler's clock, the one the slot was computed on.
   const inserted = await sql`
-    insert into public.instance_backups (instance_id, backup_type, status, expires_at)
-    select ${instanceId}, 'automatic', 'requested', now() + ${retentionMs} * interval '1 millisecond'
+    insert into public.instance_backups (instance_id, backup_type, status, created_at, expires_at)
+    select ${instanceId}, 'automatic', 'requested', ${now}, ${now}::timestamptz + ${retentionMs} * interval '1 millisecond'
     where not exists (
       select 1 from public.instance_backups b
       where b.instance_id = ${instanceId} and b.backup_type = 'automatic' and b.request_id is null
