@@ -26,7 +26,6 @@ import { Registry } from "prom-client";
 import { loadConfig } from "../../src/config.ts";
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
-import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { Controller } from "../../src/reconciler/controller.ts";
 import { createControllerMetrics } from "../../src/reconciler/metrics.ts";
 import { Observer } from "../../src/reconciler/observe.ts";
@@ -39,7 +38,9 @@ import { createInstanceStore } from "../../src/state/instances.ts";
 import { leaseStore, RECONCILER_LEASE } from "../../src/state/lease.ts";
 import { NaiveObserver } from "./naive-observer.ts";
 import type { BenchPostgres } from "./pg.ts";
+import type { ChildStats } from "./sandbox-child.ts";
 import { type ResourceSample, ResourceSampler } from "./resources.ts";
+import { type SandboxProcess, startSandboxProcess } from "./sandbox-process.ts";
 import { insertWorkload } from "./workload.ts";
 
 export type Mode = "ours" | "naive";
@@ -63,7 +64,10 @@ export interface PhaseResult {
   readonly byCommand: Record<string, number>;
   readonly reconciles: number;
   readonly reconcileErrors: number;
+  /** CPU time of the controller (this process; the sandbox hosts run in their own). */
   readonly cpuSeconds: number;
+  /** CPU time of the sandbox hosts together. */
+  readonly hostCpuSeconds: number;
 }
 
 export interface RunResult {
@@ -88,7 +92,7 @@ const PROGRESS_EVERY_MS = 15_000;
 
 interface World {
   readonly sql: Sql;
-  readonly sandboxes: Sandbox[];
+  readonly sandboxes: SandboxProcess[];
   readonly driver: DokkuDriver;
   readonly queue: WorkQueue;
   readonly metrics: ReturnType<typeof createControllerMetrics>;
@@ -117,18 +121,19 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
   }
 }
 
-async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<Sandbox[]> {
-  const sandboxes: Sandbox[] = [];
+/** One process per host, so that CPU time and RSS measured here are the controller's alone. */
+async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<SandboxProcess[]> {
+  const sandboxes: SandboxProcess[] = [];
   for (let i = 0; i < options.hosts; i++) {
-    const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null });
+    const sandbox = await startSandboxProcess();
     cleanup.push(() => sandbox.close());
-    sandbox.control.setLatency(options.latencyMs);
+    await sandbox.setLatency(options.latencyMs);
     sandboxes.push(sandbox);
   }
   return sandboxes;
 }
 
-async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
+async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
   const capacity = Math.ceil(options.instances / options.hosts);
   for (const [i, sandbox] of sandboxes.entries()) {
     await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
@@ -196,7 +201,8 @@ function reconcileFn(reconciler: Reconciler, observer: Observer, subdomains: Rea
 
 /** Runs a phase from a clean slate of counters and returns what it cost. */
 async function measure(world: World, sampler: ResourceSampler, phase: () => Promise<void>): Promise<PhaseResult> {
-  for (const sandbox of world.sandboxes) sandbox.control.resetCounters();
+  for (const sandbox of world.sandboxes) await sandbox.resetCounters();
+  const hostCpu = await hostCpuSeconds(world.sandboxes);
   const before = await counters(world);
   const cpu = process.cpuUsage();
   const start = performance.now();
@@ -205,15 +211,17 @@ async function measure(world: World, sampler: ResourceSampler, phase: () => Prom
   const used = process.cpuUsage(cpu);
   sampler.sample();
   const after = await counters(world);
-  const perHost = world.sandboxes.map((sandbox) => sandbox.control.commandCount);
+  const stats = await Promise.all(world.sandboxes.map((sandbox) => sandbox.stats()));
+  const perHost = stats.map((s) => s.commandCount);
   return {
     seconds,
     sshCommands: perHost.reduce((a, b) => a + b, 0),
     sshCommandsPerHost: perHost,
-    byCommand: byCommand(world.sandboxes),
+    byCommand: byCommand(stats),
     reconciles: after.reconciles - before.reconciles,
     reconcileErrors: after.errors - before.errors,
     cpuSeconds: (used.user + used.system) / 1e6,
+    hostCpuSeconds: stats.reduce((total, s) => total + s.cpuSeconds, 0) - hostCpu,
   };
 }
 
@@ -253,15 +261,15 @@ async function counters(world: World): Promise<{ reconciles: number; errors: num
   return { reconciles: await sum(world.metrics.reconcileTotal), errors: await sum(world.metrics.reconcileErrors) };
 }
 
-/** Commands by Dokku subcommand across all sandboxes (flags such as `--quiet` skipped). */
-function byCommand(sandboxes: readonly Sandbox[]): Record<string, number> {
+async function hostCpuSeconds(sandboxes: readonly SandboxProcess[]): Promise<number> {
+  const stats = await Promise.all(sandboxes.map((sandbox) => sandbox.stats()));
+  return stats.reduce((total, s) => total + s.cpuSeconds, 0);
+}
+
+/** Commands by Dokku subcommand across all sandboxes. */
+function byCommand(stats: readonly ChildStats[]): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const sandbox of sandboxes) {
-    for (const record of sandbox.control.commands) {
-      const name = record.argv.find((arg) => !arg.startsWith("--")) ?? "(none)";
-      counts[name] = (counts[name] ?? 0) + 1;
-    }
-  }
+  for (const host of stats) for (const [name, count] of Object.entries(host.byCommand)) counts[name] = (counts[name] ?? 0) + count;
   return counts;
 }
 
