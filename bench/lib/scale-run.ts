@@ -38,8 +38,8 @@ import { createInstanceStore } from "../../src/state/instances.ts";
 import { leaseStore, RECONCILER_LEASE } from "../../src/state/lease.ts";
 import { NaiveObserver } from "./naive-observer.ts";
 import type { BenchPostgres } from "./pg.ts";
-import type { ChildStats } from "./sandbox-child.ts";
 import { type ResourceSample, ResourceSampler } from "./resources.ts";
+import type { ChildStats } from "./sandbox-child.ts";
 import { type SandboxProcess, startSandboxProcess } from "./sandbox-process.ts";
 import { insertWorkload } from "./workload.ts";
 
