@@ -24,7 +24,7 @@ import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observe
 import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
 import {
   observedFromPs,
-  parseBulkReport,
+  parseBulkPs,
   parseConfigExport,
   parseDeployedImage,
   parseDomains,
@@ -130,9 +130,7 @@ class DokkuDriverImpl implements DokkuDriver {
     const result = await this.exec(host, observeCommands.psReportAll(), { ...(signal && { signal }) });
     if (result.exitCode === 20) throw new DokkuCommandError("AppVanished", `an app of ${host.name} vanished during ps:report; observe again`);
     if (result.exitCode !== 0) throw this.commandError(host, observeCommands.psReportAll(), result, "retryable", "ObserveFailed");
-    const apps = new Map<string, ObservedApp>();
-    for (const [app, report] of parseBulkReport(result.stdout)) apps.set(app, observedFromPs(app, report));
-    return { hostId: host.id, dokkuVersion: version.text, apps, observedAt: new Date() };
+    return { hostId: host.id, dokkuVersion: version.text, apps: parseBulkPs(result.stdout), observedAt: new Date() };
   }
 
   async observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined> {
