@@ -267,6 +267,11 @@ export interface Journal {
   /** Records intent before the action runs; refused (throws) when `epoch` is stale. */
   begin(entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
   finish(id: number, outcome: "succeeded" | "failed" | "unknown", error: string | null, epoch: number): Promise<void>;
+  /**
+   * Records that action `succeededId` succeeded and the intent of the next one in one round trip
+   * (one write per action instead of two); refused as a whole when `entry.epoch` is stale.
+   */
+  advance(succeededId: number, entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
   /** Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many. */
   recoverPending(instanceId: string, epoch: number): Promise<number>;
   /** Targets of this instance's succeeded actions of one kind (e.g. storage entries destroyed). */
