@@ -81,12 +81,10 @@ export interface RunResult {
 }
 
 const DESCRIPTIONS: Record<Mode, string> = {
-  ours: "shared shallow host view (one bulk ps:report per host, cached 2 s), deep observe only on change, MAX_CONCURRENT_RECONCILES workers",
+  ours: "shared shallow host view (one bulk ps:report per host per resync wave; apps changed since re-read one by one), deep observe only on change, MAX_CONCURRENT_RECONCILES workers",
   naive: "per pass: ps:report <app> for each of the instance's apps + deep observe (observeApp) of each app, no cache, 1 worker",
 };
 
-/** The daemon's default shallow-view TTL (src/runtime/controller.ts DEFAULT_TUNING). */
-const HOST_VIEW_TTL_MS = 2_000;
 const DAY_MS = 24 * 60 * 60_000;
 const PROGRESS_EVERY_MS = 15_000;
 
@@ -98,6 +96,7 @@ interface World {
   readonly metrics: ReturnType<typeof createControllerMetrics>;
   readonly keys: string[];
   readonly workers: number;
+  readonly observer: Observer;
 }
 
 export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<RunResult> {
@@ -110,8 +109,6 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
     const world = await wire(db.sql, sandboxes, options, cleanup);
     sampler.start();
     const converge = await measure(world, sampler, () => converged(world, options));
-    // A periodic resync comes long after the last change: let the shared host view expire first.
-    await sleep(HOST_VIEW_TTL_MS + 100, undefined, { signal: options.signal });
     const steady = await measure(world, sampler, () => steadyPass(world, options.signal));
     const rss = sampler.stop();
     return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss) };
@@ -138,7 +135,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
   for (const [i, sandbox] of sandboxes.entries()) {
     await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
   }
-  const subdomains = await insertWorkload(sql, options.instances);
+  await insertWorkload(sql, options.instances);
   const config = loadConfig({ LOG_LEVEL: options.logLevel });
   const logger = pino({ level: options.logLevel }, pino.destination(2));
   const registry = new Registry();
@@ -152,7 +149,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
   cleanup.push(() => rm(backupDir, { recursive: true, force: true }));
   const lease = await leaseStore(sql).acquireOrRenew({ name: RECONCILER_LEASE, holder: "bench-scale", ttlMs: DAY_MS });
   const now = (): number => Date.now();
-  const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: HOST_VIEW_TTL_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
+  const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: DAY_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
   const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupDir, now: () => new Date(), epoch: () => lease.epoch });
   const workers = options.mode === "ours" ? config.maxConcurrentReconciles : 1;
   const queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
@@ -162,7 +159,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
     metrics,
     logger,
     maxConcurrentReconciles: workers,
-    reconcile: reconcileFn(reconciler, observer, subdomains),
+    reconcile: reconcileFn(reconciler),
   });
   const stop = new AbortController();
   const running = controller.start(stop.signal);
@@ -171,7 +168,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
     await running;
   });
   await listen(sql, queue, logger, stop, cleanup);
-  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers };
+  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers, observer };
 }
 
 /**
@@ -190,13 +187,8 @@ async function listen(sql: Sql, queue: WorkQueue, logger: Logger, stop: AbortCon
   await Promise.race([ready, source]);
 }
 
-function reconcileFn(reconciler: Reconciler, observer: Observer, subdomains: ReadonlyMap<string, string>) {
-  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => {
-    if (!(observer instanceof NaiveObserver)) return reconciler.reconcile(key, ctx.signal);
-    const subdomain = subdomains.get(key);
-    const apps = subdomain ? ["matrix", "backend", "frontend"].map((component) => `${subdomain}-${component}`) : [];
-    return observer.forApps(apps, () => reconciler.reconcile(key, ctx.signal));
-  };
+function reconcileFn(reconciler: Reconciler) {
+  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => reconciler.reconcile(key, ctx.signal);
 }
 
 /** Runs a phase from a clean slate of counters and returns what it cost. */
@@ -225,9 +217,15 @@ async function measure(world: World, sampler: ResourceSampler, phase: () => Prom
   };
 }
 
+/** A resync wave: every key enqueued, as the daemon's resync does after `beginWave`. */
+function wave(world: World): void {
+  world.observer.beginWave();
+  for (const key of world.keys) world.queue.add(key);
+}
+
 /** Enqueues every key and waits until every instance is running at its current generation. */
 async function converged(world: World, options: RunOptions): Promise<void> {
-  for (const key of world.keys) world.queue.add(key);
+  wave(world);
   const deadline = Date.now() + options.timeoutMs;
   let nextProgress = Date.now() + PROGRESS_EVERY_MS;
   for (;;) {
@@ -247,7 +245,7 @@ async function converged(world: World, options: RunOptions): Promise<void> {
 
 /** Enqueues every key once and waits for the queue to drain: a pass with nothing to do. */
 async function steadyPass(world: World, signal: AbortSignal): Promise<void> {
-  for (const key of world.keys) world.queue.add(key);
+  wave(world);
   await idle(world.queue, signal);
 }
 

@@ -7,7 +7,7 @@ import { TerminalError } from "../errors.ts";
 import { applyPlan } from "./apply.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
-import { instanceApps, type Observer } from "./observe.ts";
+import type { Observer } from "./observe.ts";
 import { describePlan, driftKinds, plan } from "./plan.ts";
 import type {
   Action,
@@ -118,8 +118,7 @@ export class Reconciler {
     const host = subject.host;
     const epoch = options.dryRun ? 0 : this.requireEpoch();
     const unknown = options.dryRun ? 0 : await this.deps.journal.recoverPending(instance.id, epoch);
-    const hostView = await this.deps.observer.host(host, options.signal);
-    const shallow = instanceApps(desired, hostView);
+    const shallow = await this.deps.observer.instance(host, desired, options.signal);
     const gate = await this.healthGate(instance, desired, now, options);
     const deepReason = this.deps.observer.deepReason(instance.id, desired, shallow, {
       generationChanged: instance.generation !== instance.observedGeneration,
@@ -168,11 +167,10 @@ export class Reconciler {
         ...(this.deps.faultHook ? { faultHook: this.deps.faultHook } : {}),
       });
     } catch (error) {
-      this.deps.observer.invalidate(host.id);
       await this.recordFailure(instance, desired, error as Error, now);
       throw error;
     } finally {
-      if (actions.length > 0) this.deps.observer.invalidate(host.id);
+      if (actions.length > 0) this.deps.observer.changed(host.id, [...desired.apps.map((app) => app.app), ...actions.map((action) => action.app)]);
     }
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");

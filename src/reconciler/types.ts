@@ -184,6 +184,8 @@ export interface HostRef {
 export interface Driver {
   /** Shallow state of every app on the host, in O(1) SSH commands. Read-only. */
   observeHost(host: HostRef, signal?: AbortSignal): Promise<ObservedHost>;
+  /** Shallow state of the given apps (one command each); an app that does not exist is absent. */
+  observeApps(host: HostRef, apps: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>>;
   /** Deep state of one app, or undefined when the app does not exist. Read-only. */
   observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined>;
   /** Runs one action (not `backup`). Idempotent: "already so" answers are success. */

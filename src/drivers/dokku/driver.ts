@@ -133,6 +133,18 @@ class DokkuDriverImpl implements DokkuDriver {
     return { hostId: host.id, dokkuVersion: version.text, apps: parseBulkPs(result.stdout), observedAt: new Date() };
   }
 
+  async observeApps(host: HostRef, apps: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
+    const opts = { ...(signal && { signal }) };
+    const reports = await Promise.all(apps.map(async (app) => ({ app, result: await this.exec(host, observeCommands.psReport(app), opts) })));
+    const observed = new Map<string, ObservedApp>();
+    for (const { app, result } of reports) {
+      if (result.exitCode === 20) continue;
+      this.requireOk(host, observeCommands.psReport(app), result);
+      observed.set(app, observedFromPs(app, parseReport(result.stdout)));
+    }
+    return observed;
+  }
+
   async observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined> {
     const opts = { ...(signal && { signal }) };
     const read = (command: Command): Promise<RunResult> => this.exec(host, command, opts);
