@@ -6,22 +6,16 @@
  * between instances. Everything else (desired state, plan, apply, journal, status) is the real
  * Reconciler's.
  *
- * `host()` does not know which instance asks, so the caller runs each pass inside `forApps`, which
- * names that instance's apps (AsyncLocalStorage, so concurrent passes cannot mix them up).
  */
-import { AsyncLocalStorage } from "node:async_hooks";
-
 import type { DokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { observedFromPs, parseReport } from "../../src/drivers/dokku/parse.ts";
 import { Observer } from "../../src/reconciler/observe.ts";
-import type { HostRef, ObservedApp, ObservedHost } from "../../src/reconciler/types.ts";
+import type { DesiredInstance, HostRef, ObservedApp } from "../../src/reconciler/types.ts";
 
 /** Dokku's exit status for "App <name> does not exist". */
 const APP_MISSING_EXIT = 20;
 
 export class NaiveObserver extends Observer {
-  private readonly apps = new AsyncLocalStorage<readonly string[]>();
-
   constructor(
     private readonly driver: DokkuDriver,
     now: () => number,
@@ -29,22 +23,15 @@ export class NaiveObserver extends Observer {
     super({ driver, hostTtlMs: 0, deepIntervalMs: 0, now });
   }
 
-  /** Runs `fn` (one reconcile pass) with `apps` as the only apps `host()` will look at. */
-  forApps<T>(apps: readonly string[], fn: () => Promise<T>): Promise<T> {
-    return this.apps.run(apps, fn);
-  }
-
-  /** One `ps:report <app>` per app of the asking instance, one after another; no cache. */
-  override async host(host: HostRef, signal?: AbortSignal): Promise<ObservedHost> {
-    const names = this.apps.getStore();
-    if (!names) throw new Error("NaiveObserver.host called outside forApps");
+  /** One `ps:report <app>` per app of the instance, one after another; no cache. */
+  override async instance(host: HostRef, desired: DesiredInstance, signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
     const apps = new Map<string, ObservedApp>();
-    for (const app of names) {
+    for (const { app } of desired.apps) {
       const result = await this.driver.runRaw(host, ["ps:report", app], { ...(signal && { signal }) });
       if (result.exitCode === APP_MISSING_EXIT) continue;
       if (result.exitCode !== 0) throw new Error(`naive observe: ps:report ${app} on ${host.name} exited ${result.exitCode}`);
       apps.set(app, observedFromPs(app, parseReport(result.stdout)));
     }
-    return { hostId: host.id, dokkuVersion: "unknown", apps, observedAt: new Date() };
+    return apps;
   }
 }

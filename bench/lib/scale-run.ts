@@ -27,7 +27,6 @@ import { loadConfig } from "../../src/config.ts";
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
-import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { Controller } from "../../src/reconciler/controller.ts";
 import { createControllerMetrics } from "../../src/reconciler/metrics.ts";
 import { Observer } from "../../src/reconciler/observe.ts";
@@ -41,6 +40,8 @@ import { leaseStore, RECONCILER_LEASE } from "../../src/state/lease.ts";
 import { NaiveObserver } from "./naive-observer.ts";
 import type { BenchPostgres } from "./pg.ts";
 import { type ResourceSample, ResourceSampler } from "./resources.ts";
+import type { ChildStats } from "./sandbox-child.ts";
+import { type SandboxProcess, startSandboxProcess } from "./sandbox-process.ts";
 import { insertWorkload } from "./workload.ts";
 
 export type Mode = "ours" | "naive";
@@ -64,7 +65,10 @@ export interface PhaseResult {
   readonly byCommand: Record<string, number>;
   readonly reconciles: number;
   readonly reconcileErrors: number;
+  /** CPU time of the controller (this process; the sandbox hosts run in their own). */
   readonly cpuSeconds: number;
+  /** CPU time of the sandbox hosts together. */
+  readonly hostCpuSeconds: number;
 }
 
 export interface RunResult {
@@ -78,23 +82,22 @@ export interface RunResult {
 }
 
 const DESCRIPTIONS: Record<Mode, string> = {
-  ours: "shared shallow host view (one bulk ps:report per host, cached 2 s), deep observe only on change, MAX_CONCURRENT_RECONCILES workers",
+  ours: "shared shallow host view (one bulk ps:report per host per resync wave; apps changed since re-read one by one), deep observe only on change, MAX_CONCURRENT_RECONCILES workers",
   naive: "per pass: ps:report <app> for each of the instance's apps + deep observe (observeApp) of each app, no cache, 1 worker",
 };
 
-/** The daemon's default shallow-view TTL (src/runtime/controller.ts DEFAULT_TUNING). */
-const HOST_VIEW_TTL_MS = 2_000;
 const DAY_MS = 24 * 60 * 60_000;
 const PROGRESS_EVERY_MS = 15_000;
 
 interface World {
   readonly sql: Sql;
-  readonly sandboxes: Sandbox[];
+  readonly sandboxes: SandboxProcess[];
   readonly driver: DokkuDriver;
   readonly queue: WorkQueue;
   readonly metrics: ReturnType<typeof createControllerMetrics>;
   readonly keys: string[];
   readonly workers: number;
+  readonly observer: Observer;
 }
 
 export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<RunResult> {
@@ -107,8 +110,6 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
     const world = await wire(db.sql, sandboxes, options, cleanup);
     sampler.start();
     const converge = await measure(world, sampler, () => converged(world, options));
-    // A periodic resync comes long after the last change: let the shared host view expire first.
-    await sleep(HOST_VIEW_TTL_MS + 100, undefined, { signal: options.signal });
     const steady = await measure(world, sampler, () => steadyPass(world, options.signal));
     const rss = sampler.stop();
     return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss) };
@@ -118,23 +119,24 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
   }
 }
 
-async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<Sandbox[]> {
-  const sandboxes: Sandbox[] = [];
+/** One process per host, so that CPU time and RSS measured here are the controller's alone. */
+async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<SandboxProcess[]> {
+  const sandboxes: SandboxProcess[] = [];
   for (let i = 0; i < options.hosts; i++) {
-    const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null });
+    const sandbox = await startSandboxProcess();
     cleanup.push(() => sandbox.close());
-    sandbox.control.setLatency(options.latencyMs);
+    await sandbox.setLatency(options.latencyMs);
     sandboxes.push(sandbox);
   }
   return sandboxes;
 }
 
-async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
+async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
   const capacity = Math.ceil(options.instances / options.hosts);
   for (const [i, sandbox] of sandboxes.entries()) {
     await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
   }
-  const subdomains = await insertWorkload(sql, options.instances);
+  await insertWorkload(sql, options.instances);
   const config = loadConfig({ LOG_LEVEL: options.logLevel });
   const logger = pino({ level: options.logLevel }, pino.destination(2));
   const registry = new Registry();
@@ -148,7 +150,7 @@ async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup
   cleanup.push(() => rm(backupDir, { recursive: true, force: true }));
   const lease = await leaseStore(sql).acquireOrRenew({ name: RECONCILER_LEASE, holder: "bench-scale", ttlMs: DAY_MS });
   const now = (): number => Date.now();
-  const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: HOST_VIEW_TTL_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
+  const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: DAY_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
   const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupStore: createLocalStore(backupDir), now: () => new Date(), epoch: () => lease.epoch });
   const workers = options.mode === "ours" ? config.maxConcurrentReconciles : 1;
   const queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
@@ -158,7 +160,7 @@ async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup
     metrics,
     logger,
     maxConcurrentReconciles: workers,
-    reconcile: reconcileFn(reconciler, observer, subdomains),
+    reconcile: reconcileFn(reconciler),
   });
   const stop = new AbortController();
   const running = controller.start(stop.signal);
@@ -167,7 +169,7 @@ async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup
     await running;
   });
   await listen(sql, queue, logger, stop, cleanup);
-  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers };
+  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers, observer };
 }
 
 /**
@@ -186,18 +188,14 @@ async function listen(sql: Sql, queue: WorkQueue, logger: Logger, stop: AbortCon
   await Promise.race([ready, source]);
 }
 
-function reconcileFn(reconciler: Reconciler, observer: Observer, subdomains: ReadonlyMap<string, string>) {
-  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => {
-    if (!(observer instanceof NaiveObserver)) return reconciler.reconcile(key, ctx.signal);
-    const subdomain = subdomains.get(key);
-    const apps = subdomain ? ["matrix", "backend", "frontend"].map((component) => `${subdomain}-${component}`) : [];
-    return observer.forApps(apps, () => reconciler.reconcile(key, ctx.signal));
-  };
+function reconcileFn(reconciler: Reconciler) {
+  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => reconciler.reconcile(key, ctx.signal);
 }
 
 /** Runs a phase from a clean slate of counters and returns what it cost. */
 async function measure(world: World, sampler: ResourceSampler, phase: () => Promise<void>): Promise<PhaseResult> {
-  for (const sandbox of world.sandboxes) sandbox.control.resetCounters();
+  for (const sandbox of world.sandboxes) await sandbox.resetCounters();
+  const hostCpu = await hostCpuSeconds(world.sandboxes);
   const before = await counters(world);
   const cpu = process.cpuUsage();
   const start = performance.now();
@@ -206,21 +204,29 @@ async function measure(world: World, sampler: ResourceSampler, phase: () => Prom
   const used = process.cpuUsage(cpu);
   sampler.sample();
   const after = await counters(world);
-  const perHost = world.sandboxes.map((sandbox) => sandbox.control.commandCount);
+  const stats = await Promise.all(world.sandboxes.map((sandbox) => sandbox.stats()));
+  const perHost = stats.map((s) => s.commandCount);
   return {
     seconds,
     sshCommands: perHost.reduce((a, b) => a + b, 0),
     sshCommandsPerHost: perHost,
-    byCommand: byCommand(world.sandboxes),
+    byCommand: byCommand(stats),
     reconciles: after.reconciles - before.reconciles,
     reconcileErrors: after.errors - before.errors,
     cpuSeconds: (used.user + used.system) / 1e6,
+    hostCpuSeconds: stats.reduce((total, s) => total + s.cpuSeconds, 0) - hostCpu,
   };
+}
+
+/** A resync wave: every key enqueued, as the daemon's resync does after `beginWave`. */
+function wave(world: World): void {
+  world.observer.beginWave();
+  for (const key of world.keys) world.queue.add(key);
 }
 
 /** Enqueues every key and waits until every instance is running at its current generation. */
 async function converged(world: World, options: RunOptions): Promise<void> {
-  for (const key of world.keys) world.queue.add(key);
+  wave(world);
   const deadline = Date.now() + options.timeoutMs;
   let nextProgress = Date.now() + PROGRESS_EVERY_MS;
   for (;;) {
@@ -240,7 +246,7 @@ async function converged(world: World, options: RunOptions): Promise<void> {
 
 /** Enqueues every key once and waits for the queue to drain: a pass with nothing to do. */
 async function steadyPass(world: World, signal: AbortSignal): Promise<void> {
-  for (const key of world.keys) world.queue.add(key);
+  wave(world);
   await idle(world.queue, signal);
 }
 
@@ -254,15 +260,15 @@ async function counters(world: World): Promise<{ reconciles: number; errors: num
   return { reconciles: await sum(world.metrics.reconcileTotal), errors: await sum(world.metrics.reconcileErrors) };
 }
 
-/** Commands by Dokku subcommand across all sandboxes (flags such as `--quiet` skipped). */
-function byCommand(sandboxes: readonly Sandbox[]): Record<string, number> {
+async function hostCpuSeconds(sandboxes: readonly SandboxProcess[]): Promise<number> {
+  const stats = await Promise.all(sandboxes.map((sandbox) => sandbox.stats()));
+  return stats.reduce((total, s) => total + s.cpuSeconds, 0);
+}
+
+/** Commands by Dokku subcommand across all sandboxes. */
+function byCommand(stats: readonly ChildStats[]): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const sandbox of sandboxes) {
-    for (const record of sandbox.control.commands) {
-      const name = record.argv.find((arg) => !arg.startsWith("--")) ?? "(none)";
-      counts[name] = (counts[name] ?? 0) + 1;
-    }
-  }
+  for (const host of stats) for (const [name, count] of Object.entries(host.byCommand)) counts[name] = (counts[name] ?? 0) + count;
   return counts;
 }
 

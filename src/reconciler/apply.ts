@@ -1,6 +1,7 @@
 /**
  * Apply: runs a plan one action at a time through the driver, each journaled before it runs and
- * finished after (STYLE rule 4). The first failure stops the plan: later actions depend on the
+ * finished after (STYLE rule 4); an action's success is recorded in the same round trip as the
+ * next action's intent (or at the end of the plan). The first failure stops the plan: later actions depend on the
  * earlier ones, and the next pass plans again from a fresh observation.
  */
 import { createHash } from "node:crypto";
@@ -26,21 +27,39 @@ export interface ApplyContext {
 }
 
 export async function applyPlan(actions: readonly Action[], ctx: ApplyContext): Promise<void> {
-  for (const action of actions) {
-    ctx.signal.throwIfAborted();
-    await applyOne(action, ctx);
-    ctx.onApplied?.(action);
+  const journal: JournalCursor = { unrecorded: undefined };
+  try {
+    for (const action of actions) {
+      ctx.signal.throwIfAborted();
+      await applyOne(action, ctx, journal);
+      ctx.onApplied?.(action);
+    }
+  } catch (error) {
+    if (journal.unrecorded !== undefined) await ctx.journal.finish(journal.unrecorded, "succeeded", null, ctx.epoch).catch(() => {});
+    throw error;
+  }
+  if (journal.unrecorded !== undefined) {
+    await ctx.journal.finish(journal.unrecorded, "succeeded", null, ctx.epoch);
+    ctx.faultHook?.("journaled");
   }
 }
 
-async function applyOne(action: Action, ctx: ApplyContext): Promise<void> {
-  const id = await ctx.journal.begin({
-    instanceId: ctx.instanceId,
-    action: action.kind,
-    target: targetOf(action),
-    paramsHash: paramsHash(action),
-    epoch: ctx.epoch,
-  });
+/** The journal row of the last action that succeeded, until its success is recorded. */
+interface JournalCursor {
+  unrecorded: number | undefined;
+}
+
+/**
+ * Journals the action's intent, together with the success of the action before it (one round
+ * trip per action), then runs it. A failure is recorded at once; a success is left to the next
+ * intent or to the end of the plan.
+ */
+async function applyOne(action: Action, ctx: ApplyContext, journal: JournalCursor): Promise<void> {
+  const entry = { instanceId: ctx.instanceId, action: action.kind, target: targetOf(action), paramsHash: paramsHash(action), epoch: ctx.epoch };
+  const previous = journal.unrecorded;
+  const id = previous === undefined ? await ctx.journal.begin(entry) : await ctx.journal.advance(previous, entry);
+  journal.unrecorded = undefined;
+  if (previous !== undefined) ctx.faultHook?.("journaled");
   try {
     await run(action, ctx);
   } catch (error) {
@@ -49,8 +68,7 @@ async function applyOne(action: Action, ctx: ApplyContext): Promise<void> {
     throw error;
   }
   ctx.faultHook?.("executed");
-  await ctx.journal.finish(id, "succeeded", null, ctx.epoch);
-  ctx.faultHook?.("journaled");
+  journal.unrecorded = id;
 }
 
 async function run(action: Action, ctx: ApplyContext): Promise<void> {

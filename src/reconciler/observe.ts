@@ -1,16 +1,19 @@
 /**
  * Observation for a pass (DESIGN section 6). The shallow view of a host (every app, O(1) SSH
- * commands) is shared by all workers: cached for `hostTtlMs` and fetched once however many
- * workers ask at the same moment. A deep observe of an instance's own apps happens only when
- * something says it may have changed: a new generation, an action of unknown outcome, a shallow
- * view that does not match the desired phase, an explicit request, or the slow rotation that
- * audits every instance at least every `deepIntervalMs`.
+ * commands) is shared by all workers and tied to a resync wave: fetched once per host per wave
+ * (`beginWave`), however many workers ask and however long the wave takes, and refetched only
+ * when older than `hostTtlMs` (a safety bound, not the schedule). Apps this process changes are
+ * marked stale in the view and re-read one by one (`ps:report <app>`) when next asked for, so a
+ * change costs O(apps changed), not another bulk report. A deep observe of an instance's own apps
+ * happens only when something says it may have changed: a new generation, an action of unknown
+ * outcome, a shallow view that does not match the desired phase, an explicit request, or the
+ * slow rotation that audits every instance at least every `deepIntervalMs`.
  */
 import type { DesiredInstance, Driver, HostRef, ObservedApp, ObservedHost } from "./types.ts";
 
 export interface ObserverOptions {
   readonly driver: Driver;
-  /** How long a shallow host view is reused. */
+  /** The oldest a shallow host view may be, whatever the wave (a safety bound). */
   readonly hostTtlMs: number;
   /** The slow rotation: every instance is deep-observed at least this often. */
   readonly deepIntervalMs: number;
@@ -19,25 +22,71 @@ export interface ObserverOptions {
 
 export type DeepReason = "generation" | "unknown-outcome" | "shallow-mismatch" | "requested" | "rotation";
 
+interface HostEntry {
+  readonly wave: number;
+  readonly at: number;
+  readonly view: Promise<ObservedHost>;
+  /** Apps this process changed since the view was fetched: re-read before they are used. */
+  readonly stale: Set<string>;
+  /** Apps re-read since: their state (undefined: gone), over the view's. */
+  readonly fresh: Map<string, ObservedApp | undefined>;
+}
+
 export class Observer {
-  private readonly hosts = new Map<string, { at: number; view: Promise<ObservedHost> }>();
+  private readonly hosts = new Map<string, HostEntry>();
   private readonly lastDeep = new Map<string, number>();
+  private wave = 0;
 
   constructor(private readonly options: ObserverOptions) {}
 
-  /** The shallow view of a host, shared by concurrent callers. */
-  async host(host: HostRef, signal?: AbortSignal): Promise<ObservedHost> {
-    const cached = this.hosts.get(host.id);
-    if (cached && this.options.now() - cached.at < this.options.hostTtlMs) return cached.view;
-    const view = this.options.driver.observeHost(host, signal);
-    this.hosts.set(host.id, { at: this.options.now(), view });
-    view.catch(() => this.hosts.delete(host.id));
-    return view;
+  /** A resync wave starts: the next look at each host fetches a new view. */
+  beginWave(): void {
+    this.wave += 1;
   }
 
-  /** Forgets the shallow view after this process changed the host, so the next pass sees it. */
-  invalidate(hostId: string): void {
-    this.hosts.delete(hostId);
+  /** The shallow view of a host for this wave, shared by concurrent callers (stale marks not applied). */
+  async host(host: HostRef, signal?: AbortSignal): Promise<ObservedHost> {
+    return this.entry(host, signal).view;
+  }
+
+  /** The shallow state of the instance's apps: the wave's view, with apps changed since re-read. */
+  async instance(host: HostRef, desired: DesiredInstance, signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
+    const entry = this.entry(host, signal);
+    const view = await entry.view;
+    const names = desired.apps.map((app) => app.app);
+    const stale = names.filter((name) => entry.stale.has(name));
+    if (stale.length > 0) {
+      const reread = await this.options.driver.observeApps(host, stale, signal);
+      for (const name of stale) {
+        entry.fresh.set(name, reread.get(name));
+        entry.stale.delete(name);
+      }
+    }
+    const apps = new Map<string, ObservedApp>();
+    for (const name of names) {
+      const observed = entry.fresh.has(name) ? entry.fresh.get(name) : view.apps.get(name);
+      if (observed) apps.set(name, observed);
+    }
+    return apps;
+  }
+
+  /** This process changed (or may have changed) these apps: the view no longer speaks for them. */
+  changed(hostId: string, apps: Iterable<string>): void {
+    const entry = this.hosts.get(hostId);
+    if (!entry) return;
+    for (const app of apps) entry.stale.add(app);
+  }
+
+  private entry(host: HostRef, signal?: AbortSignal): HostEntry {
+    const cached = this.hosts.get(host.id);
+    if (cached && cached.wave === this.wave && this.options.now() - cached.at < this.options.hostTtlMs) return cached;
+    const view = this.options.driver.observeHost(host, signal);
+    const entry: HostEntry = { wave: this.wave, at: this.options.now(), view, stale: new Set(), fresh: new Map() };
+    this.hosts.set(host.id, entry);
+    view.catch(() => {
+      if (this.hosts.get(host.id) === entry) this.hosts.delete(host.id);
+    });
+    return entry;
   }
 
   /** Why this instance needs a deep observe now, or undefined when the shallow view suffices. */
@@ -62,16 +111,6 @@ export class Observer {
     this.lastDeep.set(instanceId, this.options.now());
     return observed;
   }
-}
-
-/** This instance's apps as the shallow host view shows them. */
-export function instanceApps(desired: DesiredInstance, host: ObservedHost): Map<string, ObservedApp> {
-  const apps = new Map<string, ObservedApp>();
-  for (const app of desired.apps) {
-    const observed = host.apps.get(app.app);
-    if (observed) apps.set(app.app, observed);
-  }
-  return apps;
 }
 
 /** Whether the shallow view already shows the desired phase reached (nothing to deep-check). */

@@ -8,7 +8,7 @@ import { applyPlan } from "./apply.ts";
 import { type ArchiveWorkContext, takeRequestedBackups, workRestore } from "./archive-work.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
-import { instanceApps, type Observer } from "./observe.ts";
+import type { Observer } from "./observe.ts";
 import { describePlan, driftKinds, plan } from "./plan.ts";
 import type {
   Action,
@@ -142,8 +142,7 @@ export class Reconciler {
   }
 
   private async observeAndPlan(instance: InstanceRecord, desired: DesiredInstance, host: HostRef, unknownOutcome: boolean, now: Date, options: PassOptions) {
-    const hostView = await this.deps.observer.host(host, options.signal);
-    const shallow = instanceApps(desired, hostView);
+    const shallow = await this.deps.observer.instance(host, desired, options.signal);
     const gate = await this.healthGate(instance, desired, now, options);
     const deepReason = this.deps.observer.deepReason(instance.id, desired, shallow, {
       generationChanged: instance.generation !== instance.observedGeneration,
@@ -191,11 +190,10 @@ export class Reconciler {
     try {
       await applyPlan(actions, applyContext);
     } catch (error) {
-      this.deps.observer.invalidate(host.id);
       await this.recordFailure(instance, desired, error as Error, now);
       throw error;
     } finally {
-      if (actions.length > 0) this.deps.observer.invalidate(host.id);
+      if (actions.length > 0) this.deps.observer.changed(host.id, [...desired.apps.map((app) => app.app), ...actions.map((action) => action.app)]);
     }
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");
@@ -214,13 +212,15 @@ export class Reconciler {
   private async archiveWork(ctx: Omit<ArchiveWorkContext, "restores">, desired: DesiredInstance): Promise<{ conditions: ConditionInput[]; backupsCompleted: number }> {
     const restores = this.deps.restores;
     if (!restores || desired.phase === "deprovisioned") return { conditions: [], backupsCompleted: 0 };
-    try {
-      const restored = await workRestore({ ...ctx, restores });
-      const backups = await takeRequestedBackups({ ...ctx, restores });
-      return { conditions: [...restored, ...backups.conditions], backupsCompleted: backups.backupsCompleted };
-    } finally {
-      this.deps.observer.invalidate(ctx.host.id);
-    }
+    // A restore stops and starts its app: then the next pass reads the instance's apps again.
+    const touched = (): void => this.deps.observer.changed(ctx.host.id, desired.apps.map((app) => app.app));
+    const restored = await workRestore({ ...ctx, restores }).catch((error: unknown) => {
+      touched();
+      throw error;
+    });
+    if (restored.length > 0) touched();
+    const backups = await takeRequestedBackups({ ...ctx, restores });
+    return { conditions: [...restored, ...backups.conditions], backupsCompleted: backups.backupsCompleted };
   }
 
   private async planFor(instance: InstanceRecord, desired: DesiredInstance, observed: ReadonlyMap<string, ObservedApp>, restart: Component[]): Promise<Action[]> {

@@ -238,6 +238,8 @@ export interface HostRef {
 export interface Driver {
   /** Shallow state of every app on the host, in O(1) SSH commands. Read-only. */
   observeHost(host: HostRef, signal?: AbortSignal): Promise<ObservedHost>;
+  /** Shallow state of the given apps (one command each); an app that does not exist is absent. */
+  observeApps(host: HostRef, apps: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>>;
   /** Deep state of one app, or undefined when the app does not exist. Read-only. */
   observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined>;
   /** Runs one action (not `backup` or `restore`). Idempotent: "already so" answers are success. */
@@ -326,6 +328,11 @@ export interface Journal {
   /** Records intent before the action runs; refused (throws) when `epoch` is stale. */
   begin(entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
   finish(id: number, outcome: "succeeded" | "failed" | "unknown", error: string | null, epoch: number): Promise<void>;
+  /**
+   * Records that action `succeededId` succeeded and the intent of the next one in one round trip
+   * (one write per action instead of two); refused as a whole when `entry.epoch` is stale.
+   */
+  advance(succeededId: number, entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
   /** Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many. */
   recoverPending(instanceId: string, epoch: number): Promise<number>;
   /** Targets of this instance's succeeded actions of one kind (e.g. storage entries destroyed). */

@@ -63,7 +63,8 @@ const DEFAULT_TUNING: Omit<ControllerTuning, "deepObserveIntervalMs"> = {
   leaseTtlMs: 15_000,
   leaseRenewDeadlineMs: 10_000,
   leaseRetryPeriodMs: 2_000,
-  hostObserveTtlMs: 2_000,
+  // Views are tied to resync waves (one bulk observe per host per wave); this only bounds their age.
+  hostObserveTtlMs: 10 * 60_000,
   gaugeIntervalMs: 15_000,
   now: () => new Date(),
 };
@@ -237,6 +238,8 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   const resync = new Resync({
     intervalMs: config.resyncIntervalMs,
     listKeys: async () => {
+      // A new wave: the host audit fetches each host's view, which the wave's passes then share.
+      deps.observer.beginWave();
       await auditHosts(deps);
       return store.listKeys();
     },

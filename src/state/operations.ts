@@ -19,6 +19,22 @@ export function createJournal(sql: Sql): Journal {
         returning id`;
       return Number(row!.id);
     },
+    advance: async (succeededId, entry) => {
+      // One statement: both writes see the same snapshot, so the attempt count leaves out the
+      // row being finished here.
+      const [row] = await sql<{ id: string }[]>`
+        with done as (
+          update public.instance_operations
+          set status = 'succeeded', finished_at = now(), error = null, epoch = ${entry.epoch}
+          where id = ${succeededId})
+        insert into public.instance_operations (instance_id, action, target, params_hash, epoch, attempt)
+        values (${entry.instanceId}, ${entry.action}, ${entry.target}, ${entry.paramsHash}, ${entry.epoch},
+          1 + (select count(*) from public.instance_operations o
+               where o.instance_id = ${entry.instanceId} and o.action = ${entry.action} and o.id <> ${succeededId}
+                 and o.target = ${entry.target} and o.params_hash = ${entry.paramsHash} and o.status <> 'succeeded'))
+        returning id`;
+      return Number(row!.id);
+    },
     finish: async (id, outcome, error, epoch) => {
       await sql`
         update public.instance_operations

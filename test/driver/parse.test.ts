@@ -4,6 +4,7 @@ import {
   field,
   observedFromPs,
   parseBulkJsonAppsReport,
+  parseBulkPs,
   parseBulkReport,
   parseConfigExport,
   parseConfigGet,
@@ -22,6 +23,14 @@ const VERSIONS = ["0.30", "0.34", "0.38"] as const;
 describe.each(VERSIONS)("Dokku %s output", (version) => {
   test("version", () => {
     expect(parseVersion(fixture(version, "version.out")).text.startsWith(version)).toBe(true);
+  });
+
+  test("bulk ps:report, shallow: the same apps and states as the full parse, with nothing else", () => {
+    const text = fixture(version, "ps-report-bulk.out");
+    const full = [...parseBulkReport(text)].map(([app, report]) => observedFromPs(app, report));
+    expect([...parseBulkPs(text).values()]).toEqual(full);
+    expect(full.map((app) => app.app)).toEqual(["alpha-backend", "beta-frontend", "gamma-matrix", "new-app"]);
+    expect(parseBulkPs(fixture("0.38", "no-apps.err")).size).toBe(0);
   });
 
   test("bulk ps:report: one block per app, paused and crashed apps are not running", () => {

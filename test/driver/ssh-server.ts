@@ -8,11 +8,16 @@ import type { AddressInfo } from "node:net";
 import { Server, type ServerChannel } from "ssh2";
 
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
+import { channelWriter } from "../../src/drivers/dokku/sandbox/channel-writer.ts";
 
 export interface ExecChannel {
   readonly command: string;
   stdout(data: string | Buffer): void;
-  stderr(data: string): void;
+  stderr(data: string | Buffer): void;
+  /**
+   * As sshd: the exit status goes out at once (sshd sends it when the command exits, possibly
+   * before the rest of its output), EOF and close only after stdout and stderr are sent.
+   */
   exit(code: number): void;
   /** Close without an exit status (a dropped command). */
   drop(): void;
@@ -59,13 +64,14 @@ export async function startTestServer(handler: (exec: ExecChannel) => void): Pro
         const channel: ServerChannel = acceptExec();
         state.commands.push(info.command);
         channel.on("close", done);
+        const writer = channelWriter(channel);
         handler({
           command: info.command,
-          stdout: (data) => channel.write(data),
-          stderr: (data) => channel.stderr.write(data),
+          stdout: writer.stdout,
+          stderr: writer.stderr,
           exit: (code) => {
             channel.exit(code);
-            channel.end();
+            void writer.sent().then(() => channel.end());
           },
           drop: () => client.end(),
         });

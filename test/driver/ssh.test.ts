@@ -151,6 +151,51 @@ describe("SshPool over real SSH", () => {
     expect(Buffer.concat(chunks).equals(payload)).toBe(true);
   });
 
+  /**
+   * sshd semantics (issue 17): output several 2 MiB channel windows long on both streams,
+   * interleaved, with the exit status sent before the output has drained; the client must keep
+   * granting window on both streams and wait for the close, not the exit status.
+   */
+  test("output many SSH windows long on stdout and stderr arrives whole, on concurrent channels", { timeout: 60_000 }, async () => {
+    const line = (stream: string, i: number): string => `${stream} ${String(i).padStart(8, "0")} ${"x".repeat(1000)}\n`;
+    const lines = 8_000;
+    const s = await server((exec) => {
+      for (let i = 0; i < lines; i += 32) {
+        exec.stdout(Array.from({ length: 32 }, (_, k) => line("out", i + k)).join(""));
+        if (i % 256 === 0) exec.stderr(line("err", i));
+      }
+      exec.exit(3);
+    });
+    const expected = Array.from({ length: lines }, (_, i) => line("out", i)).join("");
+    const expectedErr = Array.from({ length: lines / 256 + 1 }, (_, i) => line("err", i * 256)).join("");
+    const p = pool(s, { defaultTimeoutMs: 30_000 });
+    const results = await Promise.all([1, 2, 3].map(() => p.run(["ps:report"])));
+    for (const result of results) {
+      expect(result.exitCode).toBe(3);
+      expect(result.stdout.length).toBe(expected.length);
+      expect(result.stdout === expected).toBe(true);
+      expect(result.stderr).toBe(expectedErr);
+    }
+  });
+
+  test("a slow sink holds stdout back without losing stderr or the exit status", { timeout: 60_000 }, async () => {
+    const payload = Buffer.from(Array.from({ length: 6 * 2 ** 20 }, (_, i) => (i * 13) % 256));
+    const warning = Buffer.from(` !     ${"w".repeat(1000)}\n`.repeat(3_000));
+    const s = await server((exec) => {
+      for (let at = 0; at < payload.length; at += 2 ** 20) {
+        exec.stdout(payload.subarray(at, at + 2 ** 20));
+        exec.stderr(warning.subarray((at / 2 ** 20) * 500_000, (at / 2 ** 20 + 1) * 500_000));
+      }
+      exec.exit(0);
+    });
+    const chunks: Buffer[] = [];
+    const sink = new Writable({ highWaterMark: 64 * 1024, write: (chunk: Buffer, _e, cb) => (chunks.push(chunk), setTimeout(cb, 1)) });
+    const result = await pool(s, { defaultTimeoutMs: 30_000 }).run(["storage:exec", "e1", "--", "tar", "-czf", "-", "."], { stdout: sink });
+    expect(result.exitCode).toBe(0);
+    expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+    expect(result.stderr).toBe(warning.subarray(0, 3_000_000).toString());
+  });
+
   test("an unreachable host fails as a retryable connection error", async () => {
     const s = await server(echo);
     await s.close();

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, relative } from "node:path";
 
@@ -14,8 +14,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { createHttpServer } from "../../src/http.ts";
-import { DOWNLOAD_PREFIX, downloadHandler, signDownloadPath } from "../../src/runtime/backup-links.ts";
 import { expireBackups, scheduleDailyBackups } from "../../src/runtime/backup-jobs.ts";
+import { DOWNLOAD_PREFIX, downloadHandler, signDownloadPath } from "../../src/runtime/backup-links.ts";
 import { requestBackup } from "../../src/state/backups.ts";
 import { requestRestore } from "../../src/state/restores.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";

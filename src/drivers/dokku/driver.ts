@@ -24,7 +24,7 @@ import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observe
 import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
 import {
   observedFromPs,
-  parseBulkReport,
+  parseBulkPs,
   parseConfigExport,
   parseDeployedImage,
   parseDomains,
@@ -130,9 +130,19 @@ class DokkuDriverImpl implements DokkuDriver {
     const result = await this.exec(host, observeCommands.psReportAll(), { ...(signal && { signal }) });
     if (result.exitCode === 20) throw new DokkuCommandError("AppVanished", `an app of ${host.name} vanished during ps:report; observe again`);
     if (result.exitCode !== 0) throw this.commandError(host, observeCommands.psReportAll(), result, "retryable", "ObserveFailed");
-    const apps = new Map<string, ObservedApp>();
-    for (const [app, report] of parseBulkReport(result.stdout)) apps.set(app, observedFromPs(app, report));
-    return { hostId: host.id, dokkuVersion: version.text, apps, observedAt: new Date() };
+    return { hostId: host.id, dokkuVersion: version.text, apps: parseBulkPs(result.stdout), observedAt: new Date() };
+  }
+
+  async observeApps(host: HostRef, apps: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
+    const opts = { ...(signal && { signal }) };
+    const reports = await Promise.all(apps.map(async (app) => ({ app, result: await this.exec(host, observeCommands.psReport(app), opts) })));
+    const observed = new Map<string, ObservedApp>();
+    for (const { app, result } of reports) {
+      if (result.exitCode === 20) continue;
+      this.requireOk(host, observeCommands.psReport(app), result);
+      observed.set(app, observedFromPs(app, parseReport(result.stdout)));
+    }
+    return observed;
   }
 
   async observeApp(host: HostRef, app: string, signal?: AbortSignal): Promise<ObservedApp | undefined> {

@@ -51,6 +51,43 @@ export function parseBulkReport(stdout: string): Map<string, Report> {
   return blocks;
 }
 
+/**
+ * A copy of `text` that does not keep the string it was cut from alive. V8 represents a long
+ * substring as a slice of its parent: an app name cut from an 8 MB `ps:report` would keep the
+ * whole report in memory for as long as the cached host view holds the name.
+ */
+function detached(text: string): string {
+  return Buffer.from(text, "utf8").toString("utf8");
+}
+
+/**
+ * The shallow state of every app from a bulk `ps:report`, keeping only what planning needs:
+ * the same answer as `observedFromPs` over `parseBulkReport`, without a map of every field per
+ * app and without references into the report text.
+ */
+export function parseBulkPs(stdout: string): Map<string, ObservedApp> {
+  const apps = new Map<string, ObservedApp>();
+  let current: { app: string; deployed: boolean; running: boolean } | undefined;
+  const close = (): void => {
+    if (current) apps.set(current.app, { app: current.app, deployed: current.deployed, running: current.running });
+  };
+  for (const line of stdout.split("\n")) {
+    const header = HEADER.exec(line);
+    if (header?.[1] !== undefined) {
+      close();
+      current = { app: detached(header[1]), deployed: false, running: false };
+      continue;
+    }
+    const match = current ? FIELD.exec(line) : null;
+    if (!current || match?.[1] === undefined) continue;
+    const key = normaliseKey(match[1]);
+    if (key === "deployed") current.deployed = (match[2] ?? "").trimEnd() === "true";
+    else if (key === "running") current.running = (match[2] ?? "").trimEnd() === "true";
+  }
+  close();
+  return apps;
+}
+
 /** Looks a field up by any of its names (trimmed, legacy-prefixed, JSON or text spelling). */
 export function field(report: Report, ...names: string[]): string | undefined {
   for (const name of names) {

@@ -10,6 +10,7 @@ import type { Readable } from "node:stream";
 import type { AuthContext, Connection, ServerChannel } from "ssh2";
 import ssh2 from "ssh2";
 
+import { channelWriter } from "./channel-writer.ts";
 import type { Host } from "./context.ts";
 import { execute } from "./dispatch.ts";
 import type { Faults } from "./faults.ts";
@@ -57,13 +58,22 @@ function authenticate(ctx: AuthContext, authorized: ParsedKey[] | undefined): vo
 /** Chunks gathered before a write, so a report of many lines is a few SSH packets, as from sshd. */
 const FLUSH_BYTES = 32 * 1024;
 
+/** The output side of one exec: `flush` writes what is gathered, `sent` settles once it is on the wire. */
+type ChannelSink = Sink & { flush(): void; sent(): Promise<void> };
+
 /**
  * A sink that coalesces each stream's chunks and writes them on the next turn of the event loop
  * (or once 32 KiB gathered, or on `flush`). Writing every line as its own SSH packet made a bulk
  * `ps:report` of 1,000 apps cost most of a CPU second in encryption.
+ *
+ * Output beyond the client's SSH window waits until the client grants more; `sent()` settles when
+ * it is all on its way (channel-writer.ts). The exit status used to wait for the channel's
+ * `drain` event instead, which only fires after a write that returned false: output between one
+ * window (2 MiB) and a window plus the stream's buffer (4 MiB) never got it, so the exit status
+ * was never sent and both ends sat idle until the client's timeout (issue 17).
  */
-function channelSink(ch: ServerChannel): Sink & { flush(): void } {
-  const alive = (): boolean => !ch.destroyed && ch.writable;
+function channelSink(ch: ServerChannel): ChannelSink {
+  const writer = channelWriter(ch);
   const pending = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
   let size = 0;
   let scheduled = false;
@@ -72,9 +82,8 @@ function channelSink(ch: ServerChannel): Sink & { flush(): void } {
     size = 0;
     const out = Buffer.concat(pending.stdout.splice(0));
     const err = Buffer.concat(pending.stderr.splice(0));
-    if (!alive()) return;
-    if (out.length > 0) ch.write(out);
-    if (err.length > 0) ch.stderr.write(err);
+    if (out.length > 0) writer.stdout(out);
+    if (err.length > 0) writer.stderr(err);
   };
   const push = (stream: "stdout" | "stderr", chunk: string | Buffer): void => {
     const buffer = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
@@ -86,10 +95,10 @@ function channelSink(ch: ServerChannel): Sink & { flush(): void } {
       setImmediate(flush);
     }
   };
-  return { stdout: (c) => push("stdout", c), stderr: (c) => push("stderr", c), flush };
+  return { stdout: (c) => push("stdout", c), stderr: (c) => push("stderr", c), flush, sent: writer.sent };
 }
 
-const NULL_SINK: Sink & { flush(): void } = { stdout: () => undefined, stderr: () => undefined, flush: () => undefined };
+const NULL_SINK: ChannelSink = { stdout: () => undefined, stderr: () => undefined, flush: () => undefined, sent: () => Promise.resolve() };
 
 export class SshFrontend {
   private readonly ssh: ssh2.Server;
@@ -156,15 +165,10 @@ export class SshFrontend {
       this.o.record({ argv, exitCode });
       if (drop === "connection") return void client.end();
       if (drop === "channel") return void ch.close();
-      if (ch.destroyed) return;
-      // Exit status after the output drained (ssh2 sends EOF and close on end, as sshd does).
-      const send = (): void => {
-        if (ch.destroyed || !ch.writable) return;
-        ch.exit(exitCode ?? 1);
-        ch.end();
-      };
-      if (ch.writableLength === 0) send();
-      else ch.once("drain", send);
+      if (ch.destroyed || !ch.writable) return;
+      // Exit status once stdout and stderr are sent; `end` then sends EOF and close, as sshd does.
+      ch.exit(exitCode ?? 1);
+      ch.end();
     };
     const failure = faults.rollFailure(argv);
     if (failure === "drop") return finish(null, "channel");
@@ -188,6 +192,7 @@ export class SshFrontend {
       work: (a) => faults.applyLatency(a[0] ?? ""),
     });
     sink.flush();
+    await sink.sent();
     if (drop !== undefined) return finish(null, drop.scope ?? "channel");
     finish(result.exitCode);
   }

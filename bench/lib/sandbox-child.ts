@@ -1,0 +1,57 @@
+/**
+ * One sandbox Dokku host in its own process, for the scale benchmark: started by
+ * sandbox-process.ts, driven over the IPC channel. It prints nothing; its parent reads its
+ * address on "ready" and asks for counters and its own CPU time and RSS.
+ */
+import { startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
+
+export type ChildRequest =
+  | { readonly id: number; readonly op: "setLatency"; readonly ms: number }
+  | { readonly id: number; readonly op: "resetCounters" }
+  | { readonly id: number; readonly op: "stats" }
+  | { readonly id: number; readonly op: "close" };
+
+export interface ChildStats {
+  readonly commandCount: number;
+  /** Commands by Dokku subcommand (flags such as `--quiet` skipped). */
+  readonly byCommand: Record<string, number>;
+  readonly cpuSeconds: number;
+  readonly rssBytes: number;
+}
+
+const send = (message: object): void => void process.send?.(message);
+
+const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null });
+process.on("disconnect", () => void sandbox.close().finally(() => process.exit(0)));
+process.on("message", (request: ChildRequest) => {
+  void answer(request).then(
+    (result) => send({ id: request.id, result }),
+    (error: unknown) => send({ id: request.id, error: String(error) }),
+  );
+});
+send({ type: "ready", sshUrl: sandbox.sshUrl, hostKey: sandbox.hostKey, ingressUrl: sandbox.ingressUrl });
+
+async function answer(request: ChildRequest): Promise<unknown> {
+  switch (request.op) {
+    case "setLatency":
+      return sandbox.control.setLatency(request.ms);
+    case "resetCounters":
+      return sandbox.control.resetCounters();
+    case "stats":
+      return stats();
+    case "close":
+      await sandbox.close();
+      setImmediate(() => process.exit(0));
+      return undefined;
+  }
+}
+
+function stats(): ChildStats {
+  const byCommand: Record<string, number> = {};
+  for (const record of sandbox.control.commands) {
+    const name = record.argv.find((arg) => !arg.startsWith("--")) ?? "(none)";
+    byCommand[name] = (byCommand[name] ?? 0) + 1;
+  }
+  const cpu = process.cpuUsage();
+  return { commandCount: sandbox.control.commandCount, byCommand, cpuSeconds: (cpu.user + cpu.system) / 1e6, rssBytes: process.memoryUsage.rss() };
+}

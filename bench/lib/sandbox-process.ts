@@ -1,0 +1,86 @@
+/**
+ * A sandbox Dokku host in a child process (sandbox-child.ts), so that the benchmark's CPU time
+ * and RSS are the controller's alone. Every request is answered over IPC within `REQUEST_MS`.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+import type { ChildRequest, ChildStats } from "./sandbox-child.ts";
+
+const CHILD = fileURLToPath(new URL("./sandbox-child.ts", import.meta.url));
+const START_MS = 30_000;
+const REQUEST_MS = 30_000;
+
+type Request = ChildRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+export interface SandboxProcess {
+  readonly sshUrl: string;
+  readonly hostKey: string;
+  readonly ingressUrl: string;
+  setLatency(ms: number): Promise<void>;
+  resetCounters(): Promise<void>;
+  stats(): Promise<ChildStats>;
+  close(): Promise<void>;
+}
+
+interface Ready {
+  readonly type: "ready";
+  readonly sshUrl: string;
+  readonly hostKey: string;
+  readonly ingressUrl: string;
+}
+
+export async function startSandboxProcess(): Promise<SandboxProcess> {
+  const child = fork(CHILD, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const ready = await within(START_MS, "sandbox process did not start", new Promise<Ready>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`sandbox process exited with ${code} before it was ready`)));
+    child.once("message", (message: Ready) => resolve(message));
+  })).catch((error: unknown) => {
+    child.kill();
+    throw error;
+  });
+  const call = requester(child);
+  return {
+    sshUrl: ready.sshUrl,
+    hostKey: ready.hostKey,
+    ingressUrl: ready.ingressUrl,
+    setLatency: async (ms) => void (await call({ op: "setLatency", ms })),
+    resetCounters: async () => void (await call({ op: "resetCounters" })),
+    stats: async () => (await call({ op: "stats" })) as ChildStats,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      await call({ op: "close" }).catch(() => child.kill());
+      await within(REQUEST_MS, "sandbox process did not exit", exited).catch(() => void child.kill("SIGKILL"));
+    },
+  };
+}
+
+function requester(child: ChildProcess): (request: Request) => Promise<unknown> {
+  let next = 0;
+  const waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  child.on("message", (message: { id?: number; result?: unknown; error?: string }) => {
+    const entry = message.id === undefined ? undefined : waiting.get(message.id);
+    if (!entry || message.id === undefined) return;
+    waiting.delete(message.id);
+    if (message.error !== undefined) entry.reject(new Error(`sandbox process: ${message.error}`));
+    else entry.resolve(message.result);
+  });
+  child.on("exit", () => {
+    for (const entry of waiting.values()) entry.reject(new Error("sandbox process exited"));
+    waiting.clear();
+  });
+  return (request) => {
+    const id = next++;
+    const answer = new Promise<unknown>((resolve, reject) => waiting.set(id, { resolve, reject }));
+    child.send({ ...request, id });
+    return within(REQUEST_MS, `sandbox process did not answer ${request.op}`, answer);
+  };
+}
+
+function within<T>(ms: number, message: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
