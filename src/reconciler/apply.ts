@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 
-import { OutcomeUnknownError } from "../errors.ts";
+import { attachHidden, OutcomeUnknownError } from "../errors.ts";
 import { canonicalJson } from "./hash.ts";
 import type { Action, Backups, Component, Driver, HostRef, Journal } from "./types.ts";
 
@@ -44,6 +44,7 @@ async function applyOne(action: Action, ctx: ApplyContext): Promise<void> {
   } catch (error) {
     const outcome = error instanceof OutcomeUnknownError ? "unknown" : "failed";
     await ctx.journal.finish(id, outcome, (error as Error).message, ctx.epoch).catch(() => {});
+    if (error instanceof Error && !Object.hasOwn(error, FAILED_STEP)) attachHidden(error, { [FAILED_STEP]: `${action.kind} ${targetOf(action)}` });
     throw error;
   }
   ctx.faultHook?.("executed");
@@ -86,6 +87,14 @@ async function backup(action: Extract<Action, { kind: "backup" }>, ctx: ApplyCon
     await ctx.backups.fail(record, (error as Error).message).catch(() => {});
     throw error;
   }
+}
+
+const FAILED_STEP = "failedStep";
+
+/** The plan step an error of applyPlan failed in (`setConfig demo-backend`), for status messages. */
+export function failedStepOf(error: Error): string | undefined {
+  const step: unknown = (error as Error & { [FAILED_STEP]?: unknown })[FAILED_STEP];
+  return typeof step === "string" ? step : undefined;
 }
 
 /** The Dokku app or storage entry an action touches: what the journal's `target` names. */

@@ -4,10 +4,10 @@
  * which event enqueued the key, or how often.
  */
 import { TerminalError } from "../errors.ts";
-import { applyPlan } from "./apply.ts";
+import { applyPlan, failedStepOf } from "./apply.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
-import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
-import { instanceApps, type Observer } from "./observe.ts";
+import { billingPhase, desiredInstance, type DesiredOptions } from "./desired.ts";
+import { instanceApps, type Observer, shallowMatches } from "./observe.ts";
 import { describePlan, driftKinds, plan } from "./plan.ts";
 import type {
   Action,
@@ -22,6 +22,7 @@ import type {
   Journal,
   ObservedApp,
   ReconcileSubject,
+  StatusUpdate,
 } from "./types.ts";
 
 /** Health's say in a pass: components to restart now, or a reason to give up and mark failed. */
@@ -74,6 +75,25 @@ export interface PassOptions {
 
 const NO_CAPACITY_RETRY_MS = 60_000;
 
+/** What a pass on a placed instance acts on. */
+interface PassWork {
+  readonly host: HostRef;
+  readonly actions: readonly Action[];
+  readonly gate: { restart: Component[]; fail: string | null };
+  readonly epoch: number;
+  /** Every component existed, was deployed and ran before this pass, and the status said so. */
+  readonly servingBefore: boolean;
+}
+
+/** How a pass ended, for the status write. */
+interface PassResult {
+  readonly converged: boolean;
+  readonly lastError: string | null;
+  /** A terminal refusal, audited once per distinct message; null for anything else. */
+  readonly refusal: { readonly reason: string; readonly message: string } | null;
+  readonly urls: StatusUpdate["urls"];
+}
+
 export class Reconciler {
   /** When each instance's current unconverged generation was first seen (converge latency). */
   private readonly pendingSince = new Map<string, { generation: number; since: number }>();
@@ -105,7 +125,7 @@ export class Reconciler {
 
   private async passForInstance(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<PassOutcome> {
     const instance = subject.instance;
-    const desired = desiredInstance(subject.subscription, instance, { now, ...this.deps.desiredOptions });
+    const desired = await this.desiredOrRefusal(subject, now, options);
     if (!subject.host) {
       const placed = await this.placeIfNeeded(subject, desired, options);
       if (!placed) return this.withoutHost(instance, desired, now, options);
@@ -134,19 +154,32 @@ export class Reconciler {
     if (observed && instance.generation === instance.observedGeneration) {
       for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
     }
-    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal);
+    // Whether the instance serves now, whatever this pass does: a failed pass keeps `running`
+    // only then, so a half-provisioned instance is never shown running (or welcomed).
+    const servingBefore = instance.status === "running" && desired.phase === "running" && shallowMatches(desired, shallow);
+    return this.act(subject, desired, { host, actions, gate, epoch, servingBefore }, now, options.signal);
   }
 
-  private async act(
-    subject: ReconcileSubject & { instance: InstanceRecord },
-    desired: DesiredInstance,
-    host: HostRef,
-    actions: readonly Action[],
-    gate: { restart: Component[]; fail: string | null },
-    epoch: number,
-    now: Date,
-    signal: AbortSignal,
-  ): Promise<PassOutcome> {
+  /**
+   * The desired state, or the refusal to compute it (an operator override, image or name the
+   * controller will not send) written to the instance as a terminal error before it is rethrown:
+   * `status` shows it within the pass, and the controller stops retrying until the input changes.
+   */
+  private async desiredOrRefusal(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<DesiredInstance> {
+    try {
+      return desiredInstance(subject.subscription, subject.instance, { now, ...this.deps.desiredOptions });
+    } catch (error) {
+      if (error instanceof TerminalError && !options.dryRun) {
+        const refusal = { reason: error.reason, message: error.message };
+        const conditions = [synced("False", error.reason, error.message), ready("False", error.reason, error.message)];
+        await this.saveStatus(subject.instance, "error", conditions, { converged: false, lastError: error.message, refusal, urls: null }, now);
+      }
+      throw error;
+    }
+  }
+
+  private async act(subject: ReconcileSubject & { instance: InstanceRecord }, desired: DesiredInstance, work: PassWork, now: Date, signal: AbortSignal): Promise<PassOutcome> {
+    const { host, actions, gate, epoch } = work;
     const instance = subject.instance;
     if (desired.paused) {
       await this.writeStatus(instance, desired, instance.status, [synced("False", "ReconcilePaused", "reconcile_paused is set: observing only")], false, null, now);
@@ -169,7 +202,7 @@ export class Reconciler {
       });
     } catch (error) {
       this.deps.observer.invalidate(host.id);
-      await this.recordFailure(instance, desired, error as Error, now);
+      await this.recordFailure(instance, desired, error as Error, work.servingBefore, now);
       throw error;
     } finally {
       if (actions.length > 0) this.deps.observer.invalidate(host.id);
@@ -231,23 +264,37 @@ export class Reconciler {
     return epoch;
   }
 
-  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date): Promise<void> {
+  /**
+   * A failed pass: a terminal error is a refusal (status `error`, audited once per distinct
+   * message); any other failure leaves the instance progressing, `running` only when it served
+   * before the pass. The message names the step that failed.
+   */
+  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, servingBefore: boolean, now: Date): Promise<void> {
     const terminal = error instanceof TerminalError;
     const reason = terminal ? error.reason : "ApplyFailed";
-    const status = terminal ? "error" : progressingStatus(desired.phase, instance.status !== "pending");
-    await this.writeStatus(instance, desired, status, [synced("False", reason, error.message), ready("False", reason, error.message)], false, error.message, now).catch(() => {});
+    const step = failedStepOf(error);
+    const message = step ? `${step}: ${error.message}` : error.message;
+    const status = terminal ? "error" : progressingStatus(desired.phase, servingBefore);
+    const conditions = [synced("False", reason, message), ready("False", reason, message), healthCondition(instance.healthStatus, desired.phase)];
+    const refusal = terminal ? { reason, message } : null;
+    await this.saveStatus(instance, status, conditions, { converged: false, lastError: message, refusal, urls: urlsOf(desired) }, now).catch(() => {});
   }
 
   private async writeStatus(instance: InstanceRecord, desired: DesiredInstance, status: InstanceStatus, updates: ConditionInput[], converged: boolean, lastError: string | null, now: Date): Promise<void> {
-    const conditions = setConditions(instance.conditions, [...updates, healthCondition(instance.healthStatus, desired.phase)], now, instance.generation);
+    const conditions = [...updates, healthCondition(instance.healthStatus, desired.phase)];
+    await this.saveStatus(instance, status, conditions, { converged, lastError, refusal: null, urls: urlsOf(desired) }, now);
+  }
+
+  private async saveStatus(instance: InstanceRecord, status: InstanceStatus, updates: ConditionInput[], result: PassResult, now: Date): Promise<void> {
     await this.deps.store.writeStatus(instance.id, instance.status, {
       status,
-      conditions,
-      observedGeneration: converged ? instance.generation : null,
-      lastError,
-      urls: urlsOf(desired),
+      conditions: setConditions(instance.conditions, updates, now, instance.generation),
+      observedGeneration: result.converged ? instance.generation : null,
+      lastError: result.lastError,
+      refusal: result.refusal,
+      urls: result.urls,
     });
-    this.trackConvergence(instance, converged, now);
+    this.trackConvergence(instance, result.converged, now);
   }
 
   private trackConvergence(instance: InstanceRecord, converged: boolean, now: Date): void {
