@@ -131,7 +131,7 @@ async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<
 async function wire(sql: Sql, sandboxes: Sandbox[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
   const capacity = Math.ceil(options.instances / options.hosts);
   for (const [i, sandbox] of sandboxes.entries()) {
-    await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
+    await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity, maxCommandBytes: sandbox.maxCommandBytes });
   }
   const subdomains = await insertWorkload(sql, options.instances);
   const config = loadConfig({ LOG_LEVEL: options.logLevel });

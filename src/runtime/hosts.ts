@@ -40,7 +40,7 @@ export async function setUpHosts(sql: Sql, config: Config, logger: Logger, sandb
     dokkuVersion: config.sandboxDokkuVersion,
     authorizedKeys: [clientPublicKey],
   });
-  await upsertHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, capacity: 1000 });
+  await upsertHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, capacity: 1000, maxCommandBytes: sandbox.maxCommandBytes });
   await sql`update public.dokku_hosts set host_key = ${sandbox.hostKey}, ingress_url = ${sandbox.ingressUrl}, ssh_url = ${sandbox.sshUrl} where name = ${SANDBOX_HOST_NAME}`;
   logger.warn(
     { sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, dokkuVersion: sandbox.version },
