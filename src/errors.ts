@@ -36,3 +36,25 @@ export function attachHidden<E extends Error>(error: E, fields: Record<string, u
   }
   return error;
 }
+
+/** The SQLSTATE of a Postgres error (postgres.js `PostgresError.code`), or undefined. */
+export function sqlState(thrown: unknown): string | undefined {
+  if (!(thrown instanceof Error) || thrown.name !== "PostgresError") return undefined;
+  const code: unknown = (thrown as Error & { code?: unknown }).code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/**
+ * What of an error may be logged or stored as `last_error`. A Postgres error's message, detail
+ * and context can quote the data it refused (a customer's email in a unique violation, a JSON
+ * token), so only its SQLSTATE and the names of the table and constraint are kept.
+ */
+export function loggableError(thrown: unknown): Error {
+  const code = sqlState(thrown);
+  if (code === undefined) return coerceError(thrown);
+  const { table_name: table, constraint_name: constraint } = thrown as { table_name?: unknown; constraint_name?: unknown };
+  const where = [typeof table === "string" ? ` on ${table}` : "", typeof constraint === "string" ? ` (${constraint})` : ""].join("");
+  const safe = new Error(`postgres error ${code}${where}`);
+  safe.name = "PostgresError";
+  return Object.assign(safe, { code });
+}

@@ -27,6 +27,7 @@ import { loadConfig } from "../../src/config.ts";
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { createDokkuDriver, type DokkuDriver } from "../../src/drivers/dokku/driver.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
+import { SANDBOX_MAX_COMMAND_BYTES } from "../../src/drivers/dokku/sandbox/index.ts";
 import { Controller } from "../../src/reconciler/controller.ts";
 import { createControllerMetrics } from "../../src/reconciler/metrics.ts";
 import { Observer } from "../../src/reconciler/observe.ts";
@@ -134,7 +135,7 @@ async function startSandboxes(options: RunOptions, cleanup: Array<() => Promise<
 async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, cleanup: Array<() => Promise<void>>): Promise<World> {
   const capacity = Math.ceil(options.instances / options.hosts);
   for (const [i, sandbox] of sandboxes.entries()) {
-    await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity });
+    await upsertHost(sql, { name: `bench-${i}`, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity, maxCommandBytes: SANDBOX_MAX_COMMAND_BYTES });
   }
   await insertWorkload(sql, options.instances);
   const config = loadConfig({ LOG_LEVEL: options.logLevel });

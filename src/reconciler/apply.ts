@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 
-import { OutcomeUnknownError } from "../errors.ts";
+import { attachHidden, OutcomeUnknownError } from "../errors.ts";
 import { canonicalJson } from "./hash.ts";
 import type { Action, Backups, Component, Driver, HostRef, Journal, Restores } from "./types.ts";
 
@@ -65,6 +65,7 @@ async function applyOne(action: Action, ctx: ApplyContext, journal: JournalCurso
   } catch (error) {
     const outcome = error instanceof OutcomeUnknownError ? "unknown" : "failed";
     await ctx.journal.finish(id, outcome, (error as Error).message, ctx.epoch).catch(() => {});
+    if (error instanceof Error && !Object.hasOwn(error, FAILED_STEP)) attachHidden(error, { [FAILED_STEP]: `${action.kind} ${targetOf(action)}` });
     throw error;
   }
   ctx.faultHook?.("executed");
@@ -117,6 +118,14 @@ async function restore(action: Extract<Action, { kind: "restore" }>, ctx: ApplyC
   if (!ctx.restores) throw new Error("restore planned without a restore store");
   const source = await ctx.restores.openVerified(action.backupId, ctx.signal);
   await ctx.driver.transfer(ctx.host, { action, source }, ctx.signal);
+}
+
+const FAILED_STEP = "failedStep";
+
+/** The plan step an error of applyPlan failed in (`setConfig demo-backend`), for status messages. */
+export function failedStepOf(error: Error): string | undefined {
+  const step: unknown = (error as Error & { [FAILED_STEP]?: unknown })[FAILED_STEP];
+  return typeof step === "string" ? step : undefined;
 }
 
 /** The Dokku app or storage entry an action touches: what the journal's `target` names. */

@@ -51,11 +51,16 @@ export function convergedStatus(phase: Phase): InstanceStatus {
   return phase;
 }
 
-/** The status to show while a pass is still moving toward `phase`. */
-export function progressingStatus(phase: Phase, hadInstance: boolean): InstanceStatus {
+/**
+ * The status to show after a pass that failed on its way to `phase`. `running` only when every
+ * component existed, was deployed and ran before the pass (`serving`): a half-provisioned
+ * instance is `provisioning` however many passes failed, so it is never reported running nor
+ * sent its welcome email.
+ */
+export function progressingStatus(phase: Phase, serving: boolean): InstanceStatus {
   switch (phase) {
     case "running":
-      return hadInstance ? "running" : "provisioning";
+      return serving ? "running" : "provisioning";
     case "stopped":
       return "stopping";
     case "deprovisioned":

@@ -4,11 +4,11 @@
  * which event enqueued the key, or how often.
  */
 import { TerminalError } from "../errors.ts";
-import { applyPlan } from "./apply.ts";
+import { applyPlan, failedStepOf } from "./apply.ts";
 import { type ArchiveWorkContext, takeRequestedBackups, workRestore } from "./archive-work.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
-import type { Observer } from "./observe.ts";
+import { type Observer, shallowMatches } from "./observe.ts";
 import { describePlan, driftKinds, plan } from "./plan.ts";
 import type {
   Action,
@@ -24,6 +24,7 @@ import type {
   ObservedApp,
   ReconcileSubject,
   Restores,
+  StatusUpdate,
 } from "./types.ts";
 
 /** Health's say in a pass: components to restart now, or a reason to give up and mark failed. */
@@ -78,6 +79,27 @@ export interface PassOptions {
 
 const NO_CAPACITY_RETRY_MS = 60_000;
 
+/** What a pass on a placed instance acts on. */
+interface PassWork {
+  readonly host: HostRef;
+  readonly actions: readonly Action[];
+  readonly gate: { restart: Component[]; fail: string | null };
+  readonly epoch: number;
+  /** Every component existed, was deployed and ran before this pass, and the status said so. */
+  readonly servingBefore: boolean;
+  /** Apps that exist on the host now (restores and requested backups need them). */
+  readonly existing: Set<string>;
+}
+
+/** How a pass ended, for the status write. */
+interface PassResult {
+  readonly converged: boolean;
+  readonly lastError: string | null;
+  /** A terminal refusal, audited once per distinct message; null for anything else. */
+  readonly refusal: { readonly reason: string; readonly message: string } | null;
+  readonly urls: StatusUpdate["urls"];
+}
+
 export class Reconciler {
   /** When each instance's current unconverged generation was first seen (converge latency). */
   private readonly pendingSince = new Map<string, { generation: number; since: number }>();
@@ -112,7 +134,7 @@ export class Reconciler {
 
   private async passForInstance(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<PassOutcome> {
     const instance = subject.instance;
-    const desired = desiredInstance(subject.subscription, instance, { now, ...this.deps.desiredOptions });
+    const desired = await this.desiredOrRefusal(subject, now, options);
     if (!subject.host) {
       const placed = await this.placeIfNeeded(subject, desired, options);
       if (!placed) return this.withoutHost(instance, desired, now, options);
@@ -130,15 +152,36 @@ export class Reconciler {
       found = await this.observeAndPlan(instance, desired, host, unknown > 0, now, options);
     } catch (error) {
       // A pass that cannot even observe (host down) is a failed pass too: `status` names it.
-      if (!options.dryRun) await this.recordFailure(instance, desired, error as Error, now, instance.status);
+      if (!options.dryRun) await this.recordFailure(instance, desired, error as Error, now, { keep: instance.status });
       throw error;
     }
-    const { gate, observed, actions, existing } = found;
+    const { gate, observed, actions, shallow } = found;
     if (options.dryRun) return planned(instance, desired, actions, false, instance.status);
     if (observed && instance.generation === instance.observedGeneration) {
       for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
     }
-    return this.act(subject, desired, host, actions, gate, epoch, now, options.signal, existing);
+    // Whether the instance serves now, whatever this pass does: a failed pass keeps `running`
+    // only then, so a half-provisioned instance is never shown running (or welcomed).
+    const servingBefore = instance.status === "running" && desired.phase === "running" && shallowMatches(desired, shallow);
+    return this.act(subject, desired, { host, actions, gate, epoch, servingBefore, existing: new Set(shallow.keys()) }, now, options.signal);
+  }
+
+  /**
+   * The desired state, or the refusal to compute it (an operator override, image or name the
+   * controller will not send) written to the instance as a terminal error before it is rethrown:
+   * `status` shows it within the pass, and the controller stops retrying until the input changes.
+   */
+  private async desiredOrRefusal(subject: ReconcileSubject & { instance: InstanceRecord }, now: Date, options: PassOptions): Promise<DesiredInstance> {
+    try {
+      return desiredInstance(subject.subscription, subject.instance, { now, ...this.deps.desiredOptions });
+    } catch (error) {
+      if (error instanceof TerminalError && !options.dryRun) {
+        const refusal = { reason: error.reason, message: error.message };
+        const conditions = [synced("False", error.reason, error.message), ready("False", error.reason, error.message)];
+        await this.saveStatus(subject.instance, "error", conditions, { converged: false, lastError: error.message, refusal, urls: null }, now);
+      }
+      throw error;
+    }
   }
 
   private async observeAndPlan(instance: InstanceRecord, desired: DesiredInstance, host: HostRef, unknownOutcome: boolean, now: Date, options: PassOptions) {
@@ -153,20 +196,11 @@ export class Reconciler {
     });
     const observed = deepReason ? await this.deps.observer.deep(instance.id, host, desired, shallow, options.signal) : undefined;
     const actions = observed ? await this.planFor(instance, desired, observed, gate.restart) : [];
-    return { gate, observed, actions, existing: new Set(shallow.keys()) };
+    return { gate, observed, actions, shallow };
   }
 
-  private async act(
-    subject: ReconcileSubject & { instance: InstanceRecord },
-    desired: DesiredInstance,
-    host: HostRef,
-    actions: readonly Action[],
-    gate: { restart: Component[]; fail: string | null },
-    epoch: number,
-    now: Date,
-    signal: AbortSignal,
-    existing: Set<string>,
-  ): Promise<PassOutcome> {
+  private async act(subject: ReconcileSubject & { instance: InstanceRecord }, desired: DesiredInstance, work: PassWork, now: Date, signal: AbortSignal): Promise<PassOutcome> {
+    const { host, actions, gate, epoch, existing } = work;
     const instance = subject.instance;
     if (desired.paused) {
       await this.writeStatus(instance, desired, instance.status, [synced("False", "ReconcilePaused", "reconcile_paused is set: observing only")], false, null, now);
@@ -190,7 +224,7 @@ export class Reconciler {
     try {
       await applyPlan(actions, applyContext);
     } catch (error) {
-      await this.recordFailure(instance, desired, error as Error, now);
+      await this.recordFailure(instance, desired, error as Error, now, { servingBefore: work.servingBefore });
       throw error;
     } finally {
       if (actions.length > 0) this.deps.observer.changed(host.id, [...desired.apps.map((app) => app.app), ...actions.map((action) => action.app)]);
@@ -198,10 +232,10 @@ export class Reconciler {
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");
     for (const action of actions) if (action.kind === "createApp") existing.add(action.app);
-    const work = await this.archiveWork({ ...applyContext, desired, existing }, desired);
-    if (tookBackup || work.backupsCompleted > 0) this.deps.onBackedUp?.(desired.tier);
+    const archived = await this.archiveWork({ ...applyContext, desired, existing }, desired);
+    if (tookBackup || archived.backupsCompleted > 0) this.deps.onBackedUp?.(desired.tier);
     const status = tookBackup ? "deprovisioning" : desired.phase;
-    await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...work.conditions], !tookBackup, null, now);
+    await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...archived.conditions], !tookBackup, null, now);
     return planned(instance, desired, actions, true, status);
   }
 
@@ -272,30 +306,40 @@ export class Reconciler {
     return epoch;
   }
 
-  /** Records a failed pass; `keep` keeps the status (nothing was done, e.g. the host did not answer). */
-  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date, keep?: InstanceStatus): Promise<void> {
+  /**
+   * A failed pass: a terminal error is a refusal (status `error`, audited once per distinct
+   * message); any other failure leaves the instance progressing, `running` only when it served
+   * before the pass; `keep` keeps the status (nothing was done: the host did not answer). The
+   * message names the step that failed.
+   */
+  private async recordFailure(instance: InstanceRecord, desired: DesiredInstance, error: Error, now: Date, how: { servingBefore?: boolean; keep?: InstanceStatus }): Promise<void> {
     const terminal = error instanceof TerminalError;
-    const reason = terminal ? error.reason : keep ? "ObserveFailed" : "ApplyFailed";
-    const status = terminal ? "error" : (keep ?? progressingStatus(desired.phase, instance.status !== "pending"));
-    await this.writeStatus(instance, desired, status, [synced("False", reason, error.message), ready("False", reason, error.message)], false, error.message, now).catch(() => {});
+    const reason = terminal ? error.reason : how.keep ? "ObserveFailed" : "ApplyFailed";
+    const step = failedStepOf(error);
+    const message = step ? `${step}: ${error.message}` : error.message;
+    const status = terminal ? "error" : (how.keep ?? progressingStatus(desired.phase, how.servingBefore === true));
+    const conditions = [synced("False", reason, message), ready("False", reason, message), healthCondition(instance.healthStatus, desired.phase)];
+    const refusal = terminal ? { reason, message } : null;
+    await this.saveStatus(instance, status, conditions, { converged: false, lastError: message, refusal, urls: urlsOf(desired) }, now).catch(() => {});
   }
 
   private async writeStatus(instance: InstanceRecord, desired: DesiredInstance, status: InstanceStatus, updates: ConditionInput[], converged: boolean, lastError: string | null, now: Date): Promise<void> {
-    const conditions = setConditions(instance.conditions, [...updates, healthCondition(instance.healthStatus, desired.phase)], now, instance.generation);
-    await this.deps.store.writeStatus(instance.id, instance.status, {
-      status,
-      conditions,
-      observedGeneration: converged ? instance.generation : null,
-      lastError,
-      urls: urlsOf(desired),
-    });
-    this.trackConvergence(instance, converged, now);
+    const conditions = [...updates, healthCondition(instance.healthStatus, desired.phase)];
+    await this.saveStatus(instance, status, conditions, { converged, lastError, refusal: null, urls: urlsOf(desired) }, now);
   }
 
-  /**
-   * Every convergence on a new generation is observed, from the first pass that saw the
-   * generation (this one, when a single pass converged it) to now.
-   */
+  private async saveStatus(instance: InstanceRecord, status: InstanceStatus, updates: ConditionInput[], result: PassResult, now: Date): Promise<void> {
+    await this.deps.store.writeStatus(instance.id, instance.status, {
+      status,
+      conditions: setConditions(instance.conditions, updates, now, instance.generation),
+      observedGeneration: result.converged ? instance.generation : null,
+      lastError: result.lastError,
+      refusal: result.refusal,
+      urls: result.urls,
+    });
+    this.trackConvergence(instance, result.converged, now);
+  }
+
   private trackConvergence(instance: InstanceRecord, converged: boolean, now: Date): void {
     const pending = this.pendingSince.get(instance.id);
     if (converged) {

@@ -225,6 +225,11 @@ export interface HostRef {
   readonly sshUrl: string;
   /** Pinned host key (OpenSSH public-key line), or null to learn it on first contact. */
   readonly hostKey: string | null;
+  /**
+   * Longest command line this host's SSH server accepts (`dokku_hosts.max_command_bytes`); the
+   * driver's default (real Dokku's) when absent. A longer command is refused before it is sent.
+   */
+  readonly maxCommandBytes?: number;
 }
 
 /**
@@ -307,6 +312,11 @@ export interface StatusUpdate {
   /** Set when the pass converged on this generation; otherwise the old value stays. */
   readonly observedGeneration: number | null;
   readonly lastError: string | null;
+  /**
+   * A terminal refusal (bad override, image off the allow-list, a command that cannot fit):
+   * audited as `instance.reconcile_refused` when it differs from the last error recorded.
+   */
+  readonly refusal?: { readonly reason: string; readonly message: string } | null;
   readonly urls: { readonly frontend: string; readonly backend: string; readonly matrix: string } | null;
 }
 

@@ -41,7 +41,7 @@ export async function setUpHosts(sql: Sql, config: Config, logger: Logger, sandb
     authorizedKeys: [clientPublicKey],
   });
   // Only the process that runs this sandbox (the DATA_DIR owner, see main.ts) writes its row.
-  await registerSandboxHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000 });
+  await registerSandboxHost(sql, { name: SANDBOX_HOST_NAME, sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000, maxCommandBytes: sandbox.maxCommandBytes });
   logger.warn(
     { sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, dokkuVersion: sandbox.version },
     "SANDBOX MODE: no Dokku host is configured, so instances run on an in-process sandbox Dokku host on loopback (set DOKKU_HOSTS for real hosts)",

@@ -16,7 +16,7 @@
 import pLimit from "p-limit";
 import type { Sql, TransactionSql } from "postgres";
 
-import { coerceError } from "../errors.ts";
+import { coerceError, loggableError } from "../errors.ts";
 import {
   deferEvent,
   dueCustomers,
@@ -97,7 +97,7 @@ export class StripeInbox {
       try {
         events = (await this.processPendingOnce()).events;
       } catch (thrown) {
-        this.o.logger.error({ err: coerceError(thrown) }, "stripe inbox pass failed");
+        this.o.logger.error({ err: loggableError(thrown) }, "stripe inbox pass failed");
       }
       if (events === 0) await this.idle(signal);
     }
@@ -190,9 +190,10 @@ export class StripeInbox {
     const attempt = event.attempts + 1;
     const dead = attempt >= this.o.maxAttempts;
     const next = new Date(this.o.now().getTime() + retryDelayMs(attempt, this.o.backoff));
-    await markFailed(tx, event.id, error.message, dead ? null : next, dead);
+    const safe = loggableError(error);
+    await markFailed(tx, event.id, safe.message, dead ? null : next, dead);
     record(event, dead ? "dead" : "failed");
-    const log = { eventId: event.id, type: event.type, attempt, err: error };
+    const log = { eventId: event.id, type: event.type, attempt, err: safe };
     if (dead) this.o.logger.error(log, "stripe event dead: attempts exhausted");
     else this.o.logger.warn(log, "stripe event failed: will retry");
   }

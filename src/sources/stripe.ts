@@ -6,19 +6,24 @@
  * - 200 `{"received":true}` once the event is durably in `stripe_events`, also for a duplicate id
  *   (`"duplicate":true`, nothing written) and for a type the controller ignores (stored `ignored`).
  * - 400 `{"error":...}`: missing or invalid `Stripe-Signature` (checked against every configured
- *   secret, default 300 s tolerance), or a verified body that is not an event. Nothing is written.
+ *   secret; its timestamp within 300 s of now, in the past as in the future), a verified body
+ *   that is not an event, or an event Postgres can never store (stripe-storable.ts; or a data
+ *   exception from the insert itself). Nothing is written; the reason says what is wrong.
  * - 413 past `maxBodyBytes` (default 1 MiB): reading stops, the connection is closed.
- * - 500 only when the insert failed, so Stripe retries.
- * Neither the secrets nor the signature header are ever logged.
+ * - 500 only when the insert failed in a way that can clear (connection, lock, disk), so Stripe
+ *   retries.
+ * Neither the secrets, the signature header nor any part of the payload are ever logged: a
+ * Postgres error is logged by its SQLSTATE only (its message and detail may quote the payload).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 
 import Stripe from "stripe";
 
-import { coerceError } from "../errors.ts";
+import { loggableError, sqlState } from "../errors.ts";
 import { type Db, insertStripeEvent } from "../state/stripe-events.ts";
 import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
 import type { StripeMetrics } from "./stripe-metrics.ts";
+import { unstorableReason } from "./stripe-storable.ts";
 
 /** The logger methods the Stripe source uses (pino's signature). */
 export interface StripeLogger {
@@ -41,6 +46,10 @@ export interface StripeWebhookDeps {
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/** Stripe's default signature tolerance, applied to timestamps in the past and in the future. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+/** SQLSTATE classes an insert fails with only because of the data: retrying can never help. */
+const NEVER_STORABLE_CLASSES = ["22", "54"]; // data exception, program limit exceeded
 
 type Answer = { readonly code: number; readonly body: Record<string, unknown>; readonly close?: boolean };
 
@@ -95,26 +104,41 @@ async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<
 
 type Verified = { ok: true; event: StripeEventEnvelope } | { ok: false; result: "invalid_signature" | "invalid_body"; error: string };
 
-/** Tries every secret; the body must then be a snapshot event envelope (zod). */
+/**
+ * Tries every secret; the signature may be at most the tolerance old (stripe-node checks that) or
+ * ahead of our clock (checked here); the body must then be a snapshot event envelope (zod) that
+ * Postgres can store.
+ */
 function verify(body: Buffer, header: string, secrets: readonly string[], now: Date): Verified {
   let reason = "no signature matches any configured secret";
   for (const secret of secrets) {
     let parsed: unknown;
     try {
-      parsed = Stripe.webhooks.constructEvent(body, header, secret, undefined, undefined, now.getTime());
+      parsed = Stripe.webhooks.constructEvent(body, header, secret, SIGNATURE_TOLERANCE_SECONDS, undefined, now.getTime());
     } catch (thrown) {
       if (thrown instanceof Stripe.errors.StripeSignatureVerificationError) {
-        if (/tolerance/i.test(thrown.message)) reason = "signature timestamp outside the 300 s tolerance";
+        if (/tolerance/i.test(thrown.message)) reason = `signature timestamp outside the ${SIGNATURE_TOLERANCE_SECONDS} s tolerance`;
         else if (/Unable to extract timestamp and signatures/i.test(thrown.message)) reason = "malformed Stripe-Signature header";
         continue;
       }
       return { ok: false, result: "invalid_body", error: "body is not a JSON Stripe event" };
     }
+    if (signedAt(header) > now.getTime() / 1000 + SIGNATURE_TOLERANCE_SECONDS) {
+      return { ok: false, result: "invalid_signature", error: `invalid signature: signature timestamp more than ${SIGNATURE_TOLERANCE_SECONDS} s in the future` };
+    }
     const event = stripeEventSchema.safeParse(parsed);
     if (!event.success) return { ok: false, result: "invalid_body", error: `body is not a Stripe event: ${event.error.issues[0]?.message ?? "invalid"}` };
+    const unstorable = unstorableReason(event.data, parsed);
+    if (unstorable) return { ok: false, result: "invalid_body", error: `event can never be stored: ${unstorable}` };
     return { ok: true, event: event.data };
   }
   return { ok: false, result: "invalid_signature", error: `invalid signature: ${reason}` };
+}
+
+/** The `t=` of a Stripe-Signature header that stripe-node has already verified. */
+function signedAt(header: string): number {
+  const part = header.split(",").find((item) => item.trim().startsWith("t="));
+  return Number(part?.trim().slice(2));
 }
 
 async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDeps): Promise<Answer> {
@@ -127,8 +151,14 @@ async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDep
     if (inserted && !ignored) deps.onStored?.();
     return { code: 200, body: inserted ? { received: true } : { received: true, duplicate: true } };
   } catch (thrown) {
+    const code = sqlState(thrown);
+    if (code !== undefined && NEVER_STORABLE_CLASSES.includes(code.slice(0, 2))) {
+      deps.metrics.events.inc({ type, result: "invalid_body" });
+      deps.logger.warn({ eventId: event.id, type: event.type, code }, "stripe event refused: Postgres can never store it");
+      return { code: 400, body: { error: `event can never be stored: Postgres refused it (SQLSTATE ${code})` } };
+    }
     deps.metrics.events.inc({ type, result: "store_failed" });
-    deps.logger.error({ err: coerceError(thrown), eventId: event.id, type: event.type }, "stripe event not stored: answering 500 so Stripe retries");
+    deps.logger.error({ err: loggableError(thrown), eventId: event.id, type: event.type }, "stripe event not stored: answering 500 so Stripe retries");
     return { code: 500, body: { error: "event not stored, retry later" } };
   }
 }

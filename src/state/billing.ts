@@ -35,9 +35,10 @@ async function audit(sql: Db, row: { accountId: string | null; instanceId?: stri
     values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::text::jsonb, 'stripe')`;
 }
 
+/** The account of a Stripe customer (its first customer or any later one: `stripe_customers`). */
 export async function findAccountIdByCustomer(sql: Db, customerId: string): Promise<string | null> {
-  const rows = await sql<{ id: string }[]>`select id from accounts where stripe_customer_id = ${customerId}`;
-  return rows[0]?.id ?? null;
+  const rows = await sql<{ account_id: string }[]>`select account_id from stripe_customers where stripe_customer_id = ${customerId}`;
+  return rows[0]?.account_id ?? null;
 }
 
 export type AccountChange = "created" | "linked" | "updated" | "unchanged" | "deleted" | "unknown";
@@ -45,23 +46,31 @@ export type AccountChange = "created" | "linked" | "updated" | "unchanged" | "de
 type AccountRow = { id: string; email: string; full_name: string | null; company_name: string | null; stripe_customer_id: string | null };
 
 /**
- * Upserts the account of a Stripe customer: by `stripe_customer_id`; else an account with the same
- * email and no Stripe id is linked to it, unless that account is a sign-up whose email is not
- * confirmed (pre-claiming: issue 14); else a new account. `customer.deleted` deletes nothing
- * (the account, its subscriptions and instances stay; Stripe cancels the subscriptions itself and
- * those events drive teardown): it is audited once. Stripe's name fields fill or replace local
+ * Upserts the account of a Stripe customer. The rule (migration 0009): one account per email.
+ * A known customer (`stripe_customers`) keeps its account. A new customer whose email belongs to
+ * an account joins that account (its first customer, or another one: a person who checked out
+ * twice has one account with the subscriptions of both), unless the account is a sign-up whose
+ * email is not confirmed (pre-claiming: issue 14); else a new account. The account's profile
+ * follows its first customer only. `customer.deleted` deletes nothing (the account, its
+ * subscriptions and instances stay; Stripe cancels the subscriptions itself and those events
+ * drive teardown): it is audited once per customer. Stripe's name fields fill or replace local
  * ones only when Stripe has a value. An email already used by another account is kept unchanged
  * (logged in the audit row) rather than failing every later event of this customer.
- * Throws when a new customer's email belongs to an account linked to a different customer, or to
- * an unconfirmed sign-up.
+ * Throws when a new customer's email belongs to an unconfirmed sign-up.
  */
 export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string | null; change: AccountChange }> {
   const byCustomer = await sql<AccountRow[]>`
-    select id, email, full_name, company_name, stripe_customer_id from accounts where stripe_customer_id = ${c.customerId} for update`;
+    select a.id, a.email, a.full_name, a.company_name, a.stripe_customer_id
+    from stripe_customers c join accounts a on a.id = c.account_id
+    where c.stripe_customer_id = ${c.customerId} for update of a`;
   const existing = byCustomer[0];
-  if (existing !== undefined) return updateLinkedAccount(sql, existing, c, source);
+  if (existing !== undefined && existing.stripe_customer_id === c.customerId) return updateLinkedAccount(sql, existing, c, source);
+  if (existing !== undefined) return otherCustomerOfAccount(sql, existing, c, source);
   if (c.deleted) return { accountId: null, change: "unknown" };
   const email = c.email ?? placeholderEmail(c.customerId);
+  // Two new customers with one email are applied one after the other (the inbox runs customers
+  // in parallel): the second then finds the first's account instead of a unique violation.
+  await sql`select pg_advisory_xact_lock(hashtext(${`mindroom_account_email:${email}`}))`;
   const byEmail = await sql<(AccountRow & { trusted: boolean })[]>`
     select id, email, full_name, company_name, stripe_customer_id, public.account_email_trusted(id) as trusted
     from accounts where lower(email) = ${email} for update`;
@@ -73,7 +82,9 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
       throw new Error(`customer ${c.customerId}: email belongs to account ${match.id}, a sign-up whose email is not confirmed; linking waits for the confirmation`);
     }
     if (match.stripe_customer_id !== null) {
-      throw new Error(`customer ${c.customerId}: email is used by account ${match.id}, already linked to customer ${match.stripe_customer_id}`);
+      await sql`insert into stripe_customers (stripe_customer_id, account_id) values (${c.customerId}, ${match.id})`;
+      await audit(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, first_customer: match.stripe_customer_id, ...sourceDetails(source) } });
+      return { accountId: match.id, change: "linked" };
     }
     await sql`
       update accounts set stripe_customer_id = ${c.customerId},
@@ -90,14 +101,24 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
   return { accountId, change: "created" };
 }
 
-async function updateLinkedAccount(sql: Db, row: AccountRow, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
-  if (c.deleted) {
-    const seen = await sql`select 1 from audit_logs where account_id = ${row.id} and action = 'customer.deleted' limit 1`;
-    if (seen.length === 0) {
-      await audit(sql, { accountId: row.id, action: "customer.deleted", details: { stripe_customer_id: c.customerId, kept: true, ...sourceDetails(source) } });
-    }
-    return { accountId: row.id, change: "deleted" };
+/** `customer.deleted` keeps everything and is audited once per customer. */
+async function auditCustomerDeleted(sql: Db, accountId: string, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
+  const seen = await sql`
+    select 1 from audit_logs where account_id = ${accountId} and action = 'customer.deleted' and details->>'stripe_customer_id' = ${c.customerId} limit 1`;
+  if (seen.length === 0) {
+    await audit(sql, { accountId, action: "customer.deleted", details: { stripe_customer_id: c.customerId, kept: true, ...sourceDetails(source) } });
   }
+  return { accountId, change: "deleted" };
+}
+
+/** A later customer of an account: its subscriptions are the account's; its profile is not. */
+async function otherCustomerOfAccount(sql: Db, row: AccountRow, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
+  if (c.deleted) return auditCustomerDeleted(sql, row.id, c, source);
+  return { accountId: row.id, change: "unchanged" };
+}
+
+async function updateLinkedAccount(sql: Db, row: AccountRow, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
+  if (c.deleted) return auditCustomerDeleted(sql, row.id, c, source);
   let email = c.email && c.email !== row.email.toLowerCase() ? c.email : row.email;
   const changes: Record<string, { old: string | null; new: string | null }> = {};
   if (email !== row.email) {

@@ -15,9 +15,9 @@ export interface HostRow extends HostRef {
 
 export async function listHosts(sql: Sql): Promise<HostRow[]> {
   const rows = await sql<
-    { id: string; name: string; ssh_url: string; host_key: string | null; region: string | null; capacity: number; enabled: boolean; dokku_version: string | null; ingress_url: string | null; instances: number; last_seen_at: Date | null }[]
+    { id: string; name: string; ssh_url: string; host_key: string | null; max_command_bytes: number; region: string | null; capacity: number; enabled: boolean; dokku_version: string | null; ingress_url: string | null; instances: number; last_seen_at: Date | null }[]
   >`
-    select h.id, h.name, h.ssh_url, h.host_key, h.region, h.capacity, h.enabled, h.dokku_version, h.ingress_url, h.last_seen_at,
+    select h.id, h.name, h.ssh_url, h.host_key, h.max_command_bytes, h.region, h.capacity, h.enabled, h.dokku_version, h.ingress_url, h.last_seen_at,
            (select count(*)::int from public.instances i where i.host_id = h.id and i.status <> 'deprovisioned') as instances
     from public.dokku_hosts h order by h.name`;
   return rows.map((row) => ({
@@ -25,6 +25,7 @@ export async function listHosts(sql: Sql): Promise<HostRow[]> {
     name: row.name,
     sshUrl: row.ssh_url,
     hostKey: row.host_key,
+    maxCommandBytes: row.max_command_bytes,
     region: row.region,
     capacity: row.capacity,
     enabled: row.enabled,
@@ -42,15 +43,19 @@ export interface HostInput {
   readonly region?: string | null;
   readonly ingressUrl?: string | null;
   readonly hostKey?: string | null;
+  /** The host's command-line limit (see HostRef); default 130000, real Dokku behind OpenSSH. */
+  readonly maxCommandBytes?: number;
 }
 
 /** Adds a host, or updates its URL/capacity/region when the name exists. Keeps a pinned key unless a new one is given. */
 export async function upsertHost(sql: Sql, host: HostInput): Promise<string> {
   const [row] = await sql<{ id: string }[]>`
-    insert into public.dokku_hosts (name, ssh_url, capacity, region, ingress_url, host_key)
-    values (${host.name}, ${host.sshUrl}, ${host.capacity ?? 100}, ${host.region ?? null}, ${host.ingressUrl ?? null}, ${host.hostKey ?? null})
+    insert into public.dokku_hosts (name, ssh_url, capacity, region, ingress_url, host_key, max_command_bytes)
+    values (${host.name}, ${host.sshUrl}, ${host.capacity ?? 100}, ${host.region ?? null}, ${host.ingressUrl ?? null}, ${host.hostKey ?? null},
+            coalesce(${host.maxCommandBytes ?? null}::int, 130000))
     on conflict (name) do update set
       ssh_url = excluded.ssh_url,
+      max_command_bytes = coalesce(${host.maxCommandBytes ?? null}::int, public.dokku_hosts.max_command_bytes),
       capacity = coalesce(${host.capacity ?? null}::int, public.dokku_hosts.capacity),
       region = coalesce(excluded.region, public.dokku_hosts.region),
       ingress_url = coalesce(excluded.ingress_url, public.dokku_hosts.ingress_url),

@@ -62,6 +62,7 @@ interface InstanceRow {
   host_name: string | null;
   ssh_url: string | null;
   host_key: string | null;
+  max_command_bytes: number | null;
 }
 
 export function createInstanceStore(sql: Sql): InstanceStore {
@@ -98,7 +99,7 @@ async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileS
     select i.id, i.account_id, i.subdomain, i.desired_state, i.reconcile_paused, o.components as overrides,
            i.generation::text as generation, i.observed_generation::text as observed_generation,
            i.status, i.conditions, i.health_status, i.host_id,
-           h.name as host_name, h.ssh_url, h.host_key
+           h.name as host_name, h.ssh_url, h.host_key, h.max_command_bytes
     from public.instances i left join public.dokku_hosts h on h.id = i.host_id
     left join public.instance_overrides o on o.instance_id = i.id
     where i.subscription_id = ${subscriptionId} and i.status <> 'deprovisioned'`;
@@ -155,15 +156,21 @@ function toInstance(row: InstanceRow): InstanceRecord {
 
 function toHost(row: InstanceRow): HostRef | null {
   if (!row.host_id || !row.host_name || !row.ssh_url) return null;
-  return { id: row.host_id, name: row.host_name, sshUrl: row.ssh_url, hostKey: row.host_key };
+  return hostRef({ id: row.host_id, name: row.host_name, ssh_url: row.ssh_url, host_key: row.host_key, max_command_bytes: row.max_command_bytes });
+}
+
+type HostRefRow = { id: string; name: string; ssh_url: string; host_key: string | null; max_command_bytes: number | null };
+
+function hostRef(row: HostRefRow): HostRef {
+  return { id: row.id, name: row.name, sshUrl: row.ssh_url, hostKey: row.host_key, ...(row.max_command_bytes !== null && { maxCommandBytes: row.max_command_bytes }) };
 }
 
 /** The enabled host with the most free capacity (in the region, when one is named); sticky. */
 async function place(sql: Sql, instanceId: string, region: string | null): Promise<HostRef | undefined> {
   return sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${PLACEMENT_LOCK}))`;
-    const [host] = await tx<{ id: string; name: string; ssh_url: string; host_key: string | null }[]>`
-      select h.id, h.name, h.ssh_url, h.host_key
+    const [host] = await tx<HostRefRow[]>`
+      select h.id, h.name, h.ssh_url, h.host_key, h.max_command_bytes
       from public.dokku_hosts h
       where h.enabled and (${region}::text is null or h.region = ${region})
         and h.capacity > (select count(*) from public.instances i where i.host_id = h.id and i.status <> 'deprovisioned')
@@ -172,18 +179,19 @@ async function place(sql: Sql, instanceId: string, region: string | null): Promi
     if (!host) return undefined;
     const placed = await tx`update public.instances set host_id = ${host.id} where id = ${instanceId} and host_id is null`;
     if (placed.count === 0) {
-      const [current] = await tx<{ id: string; name: string; ssh_url: string; host_key: string | null }[]>`
-        select h.id, h.name, h.ssh_url, h.host_key from public.instances i join public.dokku_hosts h on h.id = i.host_id
+      const [current] = await tx<HostRefRow[]>`
+        select h.id, h.name, h.ssh_url, h.host_key, h.max_command_bytes from public.instances i join public.dokku_hosts h on h.id = i.host_id
         where i.id = ${instanceId}`;
-      return current ? { id: current.id, name: current.name, sshUrl: current.ssh_url, hostKey: current.host_key } : undefined;
+      return current ? hostRef(current) : undefined;
     }
-    return { id: host.id, name: host.name, sshUrl: host.ssh_url, hostKey: host.host_key };
+    return hostRef(host);
   });
 }
 
 async function writeStatus(sql: Sql, instanceId: string, previous: InstanceStatus, update: StatusUpdate): Promise<void> {
   await sql.begin(async (tx) => {
-    const [row] = await tx<{ account_id: string }[]>`
+    const [row] = await tx<{ account_id: string; previous_error: string | null }[]>`
+      with old as (select last_error from public.instances where id = ${instanceId} for update)
       update public.instances set
         status = ${update.status},
         conditions = ${tx.json(update.conditions as unknown as Parameters<typeof tx.json>[0])},
@@ -192,9 +200,12 @@ async function writeStatus(sql: Sql, instanceId: string, previous: InstanceStatu
         frontend_url = coalesce(${update.urls?.frontend ?? null}, frontend_url),
         backend_url = coalesce(${update.urls?.backend ?? null}, backend_url),
         matrix_url = coalesce(${update.urls?.matrix ?? null}, matrix_url)
+      from old
       where id = ${instanceId}
-      returning account_id`;
-    if (!row || previous === update.status) return;
+      returning account_id, old.last_error as previous_error`;
+    if (!row) return;
+    if (update.refusal && row.previous_error !== update.lastError) await auditRefusal(tx, row.account_id, instanceId, update.refusal);
+    if (previous === update.status) return;
     await tx`
       insert into public.audit_logs (account_id, instance_id, action, action_category, details, actor, success, error_message)
       values (${row.account_id}, ${instanceId}, 'instance.status_changed', 'reconcile',
@@ -202,6 +213,14 @@ async function writeStatus(sql: Sql, instanceId: string, previous: InstanceStatu
     const notice = NOTICES[update.status];
     if (notice) await queueNotice(tx, instanceId, notice);
   });
+}
+
+/** One audit row per distinct refusal: a resync that refuses the same input again adds none. */
+async function auditRefusal(tx: TransactionSql, accountId: string, instanceId: string, refusal: { reason: string; message: string }): Promise<void> {
+  await tx`
+    insert into public.audit_logs (account_id, instance_id, action, action_category, details, actor, success, error_message)
+    values (${accountId}, ${instanceId}, 'instance.reconcile_refused', 'reconcile',
+            ${tx.json({ reason: refusal.reason })}, 'controller', false, ${refusal.message})`;
 }
 
 /** Emails the outbox sends on a status transition, once per instance (dedupe key). */

@@ -40,14 +40,27 @@ export interface HarnessOptions {
   readonly dokkuVersion?: string;
   readonly seed?: boolean;
   readonly tuning?: Partial<ControllerTuning>;
+  /** Seed of the sandbox's fault dice, for a reproducible flaky host. */
+  readonly sandboxSeed?: number;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const db = await createTestDatabase({ max: 10 });
   if (options.seed !== false) await seed(db.sql);
   const key = generateEd25519KeyPair();
-  const sandbox = await startSandbox({ dokkuVersion: options.dokkuVersion ?? "0.38", authorizedKeys: [key.public] });
-  await upsertHost(db.sql, { name: "sandbox", sshUrl: sandbox.sshUrl, ingressUrl: sandbox.ingressUrl, hostKey: sandbox.hostKey, capacity: 1000 });
+  const sandbox = await startSandbox({
+    dokkuVersion: options.dokkuVersion ?? "0.38",
+    authorizedKeys: [key.public],
+    ...(options.sandboxSeed !== undefined && { seed: options.sandboxSeed }),
+  });
+  await upsertHost(db.sql, {
+    name: "sandbox",
+    sshUrl: sandbox.sshUrl,
+    ingressUrl: sandbox.ingressUrl,
+    hostKey: sandbox.hostKey,
+    capacity: 1000,
+    maxCommandBytes: sandbox.maxCommandBytes,
+  });
   const backupDir = await mkdtemp(join(tmpdir(), "mindroom-backups-"));
   const config = loadConfig({ RESYNC_INTERVAL: "1s", HEALTH_INTERVAL: "1h", LOG_LEVEL: "warn", ...options.env });
   let offset = 0;

@@ -34,6 +34,8 @@ const MATRIX: Record<string, Read> = {
   schema_migrations: { kind: "none" },
   instance_overrides: { kind: "none" },
   tenant_quotas: { kind: "none" },
+  instance_restores: { kind: "none" },
+  stripe_customers: { kind: "none" },
 };
 
 // The whole matrix runs on plain Postgres and on a Supabase-shaped project (issue 14).

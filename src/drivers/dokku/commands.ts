@@ -14,9 +14,9 @@ import type { Action, ArchiveAction, ResourceLimits, StorageSpec } from "../../r
 import { type DokkuVersion, versionAtLeast } from "./version.ts";
 
 /**
- * Linux MAX_ARG_STRLEN (131072) bounds `SSH_ORIGINAL_COMMAND=<cmd>`; keep a margin below it.
- * Hosts whose SSH server takes smaller packets (the ssh2-based sandbox: 35000 bytes per packet)
- * pass a lower limit through the driver's `maxCommandBytes`.
+ * Real Dokku behind OpenSSH: Linux MAX_ARG_STRLEN (131072) bounds `SSH_ORIGINAL_COMMAND=<cmd>`;
+ * keep a margin below it. A host whose SSH server takes smaller packets (the embedded sandbox:
+ * SANDBOX_MAX_COMMAND_BYTES) carries its own limit on its HostRef (`dokku_hosts.max_command_bytes`).
  */
 export const MAX_COMMAND_BYTES = 130_000;
 /** Where `storage:ensure-directory` creates entries (reference §7.6). */
@@ -97,7 +97,7 @@ export function renderCommand(argv: readonly string[], maxBytes = MAX_COMMAND_BY
   });
   const line = argv.join(" ");
   if (Buffer.byteLength(line) > maxBytes) {
-    refuse("CommandTooLong", `${subcommandOf(argv)} command is ${Buffer.byteLength(line)} bytes, over the ${maxBytes}-byte limit`);
+    refuse("CommandTooLong", `${subcommandOf(argv)} command is ${Buffer.byteLength(line)} bytes, over the host's ${maxBytes}-byte command limit (dokku_hosts.max_command_bytes)`);
   }
   return line;
 }
@@ -118,7 +118,10 @@ export function configSetCommands(app: string, env: Readonly<Record<string, stri
     const pair = `${key}=${Buffer.from(env[key] ?? "", "utf8").toString("base64")}`;
     const cost = pair.length + 1;
     if (cost > budget) {
-      refuse("ConfigValueTooLarge", `config value of ${key} is too large to send (${pair.length} encoded bytes, limit ${budget - 1})`);
+      refuse(
+        "ConfigValueTooLarge",
+        `config value of ${key} cannot be sent: ${pair.length} bytes encoded, and the host's ${maxBytes}-byte command limit (dokku_hosts.max_command_bytes) leaves ${budget - 1} for one pair`,
+      );
     }
     if (size + cost > budget) {
       batches.push(current);

@@ -51,7 +51,10 @@ export interface DokkuDriverOptions {
   /** SSH connections per host (default 2), each with at most 8 channels. */
   readonly connectionsPerHost?: number;
   readonly keepaliveIntervalMs?: number;
-  /** Longest command line to send (default 130000, under Linux's 131072 argument limit). */
+  /**
+   * Longest command line to send to a host whose HostRef names no limit of its own (default
+   * 130000, under Linux's 131072 argument limit).
+   */
   readonly maxCommandBytes?: number;
   readonly onHostKeyLearned?: (hostId: string, hostKey: string) => Promise<void> | void;
 }
@@ -181,9 +184,10 @@ class DokkuDriverImpl implements DokkuDriver {
   }
 
   async apply(host: HostRef, action: Exclude<Action, ArchiveAction>, signal?: AbortSignal): Promise<void> {
-    actionCommands(action, LATEST, this.settings.maxCommandBytes); // validates every argument before any connection is touched
+    const maxBytes = host.maxCommandBytes ?? this.settings.maxCommandBytes;
+    actionCommands(action, LATEST, maxBytes); // validates every argument before any connection is touched
     await this.mutation(host, action.app, async () => {
-      const commands = actionCommands(action, await this.version(host, signal), this.settings.maxCommandBytes);
+      const commands = actionCommands(action, await this.version(host, signal), maxBytes);
       if (action.kind === "enableTls" && (await this.tlsActive(host, action.app, signal))) return;
       for (const command of commands) await this.mutate(host, command, signal);
     });
@@ -228,7 +232,7 @@ class DokkuDriverImpl implements DokkuDriver {
 
   private state(host: HostRef): HostState {
     const known = this.hosts.get(host.id);
-    if (known && known.ref.sshUrl === host.sshUrl && known.ref.hostKey === host.hostKey) return known;
+    if (known && known.ref.sshUrl === host.sshUrl && known.ref.hostKey === host.hostKey && known.ref.maxCommandBytes === host.maxCommandBytes) return known;
     if (known) void known.runner.close();
     const state: HostState = {
       ref: host,
@@ -373,7 +377,7 @@ export function createDokkuDriver(options: DokkuDriverOptions): DokkuDriver {
       defaultTimeoutMs,
       keepaliveIntervalMs: options.keepaliveIntervalMs ?? 10_000,
       readyTimeoutMs: Math.min(20_000, defaultTimeoutMs),
-      ...(options.maxCommandBytes !== undefined && { maxCommandBytes: options.maxCommandBytes }),
+      maxCommandBytes: host.maxCommandBytes ?? options.maxCommandBytes ?? MAX_COMMAND_BYTES,
       onHostState: (up) => metrics.hostUp.set({ host: host.name }, up ? 1 : 0),
       ...(options.onHostKeyLearned && { onHostKeyLearned: options.onHostKeyLearned }),
     });

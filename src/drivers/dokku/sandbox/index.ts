@@ -48,8 +48,17 @@ export interface SandboxOptions {
   letsencryptEmail?: string | null;
 }
 
+/**
+ * The longest command line the sandbox accepts. Its SSH server (ssh2) drops any packet over 35000
+ * bytes, and an exec request carries the command plus a few hundred bytes of framing, MAC and
+ * padding; real sshd takes 256 KiB packets, so real Dokku's limit is the kernel's (130000).
+ */
+export const SANDBOX_MAX_COMMAND_BYTES = 34_000;
+
 export interface Sandbox {
   readonly port: number;
+  /** SANDBOX_MAX_COMMAND_BYTES: register the host with it (`dokku_hosts.max_command_bytes`). */
+  readonly maxCommandBytes: number;
   /** `ssh://dokku@127.0.0.1:PORT` */
   readonly sshUrl: string;
   /** OpenSSH public key line of the host key. */
@@ -128,6 +137,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const control = createControl(host, faults, log);
   return {
     port,
+    maxCommandBytes: SANDBOX_MAX_COMMAND_BYTES,
     sshUrl: `ssh://dokku@${bind}:${port}`,
     hostKey: publicLine(hostKeyPem),
     version,
