@@ -5,26 +5,39 @@
 import type { Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
 
+interface StateCount {
+  readonly state: string | null;
+  readonly count: number;
+}
+
 export function registerPoolMetrics(registry: Registry, sql: Sql, applicationName: string, poolMax: number): void {
-  const connections = new Gauge({ name: "mindroom_db_connections", help: "Connections of this process to the database, by state", labelNames: ["state"], registers: [] });
+  // prom-client collects every metric of a scrape concurrently, so both gauges await one shared
+  // query: the first collect starts it, the other joins it; undefined means the database failed.
+  let inFlight: Promise<StateCount[] | undefined> | undefined;
+  const poll = (): Promise<StateCount[] | undefined> =>
+    (inFlight ??= sql<StateCount[]>`
+        select state, count(*)::int as count from pg_stat_activity
+        where application_name = ${applicationName} group by state`
+      .then((rows) => [...rows], () => undefined)
+      .finally(() => (inFlight = undefined)));
   new Gauge({
     name: "mindroom_db_up",
     help: "1 when the database answered this scrape",
     registers: [registry],
-    // One query per scrape, made here because this gauge is serialised before the connections one.
     async collect() {
-      connections.reset();
-      try {
-        const rows = await sql<{ state: string | null; count: number }[]>`
-          select state, count(*)::int as count from pg_stat_activity
-          where application_name = ${applicationName} group by state`;
-        for (const row of rows) connections.set({ state: row.state ?? "unknown" }, row.count);
-        this.set(1);
-      } catch {
-        this.set(0);
-      }
+      this.set((await poll()) ? 1 : 0);
     },
   });
-  registry.registerMetric(connections);
+  new Gauge({
+    name: "mindroom_db_connections",
+    help: "Connections of this process to the database, by state",
+    labelNames: ["state"],
+    registers: [registry],
+    async collect() {
+      const rows = (await poll()) ?? [];
+      this.reset();
+      for (const row of rows) this.set({ state: row.state ?? "unknown" }, row.count);
+    },
+  });
   new Gauge({ name: "mindroom_db_pool_max", help: "Maximum connections in this process's pool", registers: [registry] }).set(poolMax);
 }
