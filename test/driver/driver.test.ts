@@ -4,6 +4,7 @@ import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
 
 import { createDokkuDriverWith, DokkuCommandError } from "../../src/drivers/dokku/driver.ts";
+import { HOST_ERROR_COMMANDS, HOST_ERROR_REASONS } from "../../src/drivers/dokku/metrics.ts";
 import type { RunOptions, RunResult } from "../../src/drivers/dokku/ssh.ts";
 import { TerminalError } from "../../src/errors.ts";
 import type { HostRef } from "../../src/reconciler/types.ts";
@@ -123,6 +124,24 @@ describe("driver behaviour", () => {
       expect(runner.calls.filter((c) => c === "version")).toHaveLength(1);
     }
     expect(counts[0]).toBe(counts[1]);
+  });
+
+  test("a host's error series exist at 0 from its first command, and count from there", async () => {
+    const { runner, driver, registry } = setup("0.38");
+    const errors = async () => (await registry.getSingleMetric("mindroom_dokku_command_errors_total")!.get()).values;
+    expect(await errors(), "no host seen yet: no series").toEqual([]);
+    runner.on("ps:report", { stdout: bulkPs(1) });
+    await driver.observeHost(host);
+    const initial = await errors();
+    expect(initial).toHaveLength(HOST_ERROR_COMMANDS.length * HOST_ERROR_REASONS.length);
+    expect(initial.every((s) => s.value === 0 && s.labels.host === "dokku-1")).toBe(true);
+    expect(initial.map((s) => `${s.labels.command} ${s.labels.reason}`)).toContain("ps:report Timeout");
+    await driver.observeHost(host);
+    expect((await errors()).every((s) => s.value === 0), "seeing the host again resets nothing and adds nothing").toBe(true);
+    runner.on("ps:report alpha-backend", { stdout: "", stderr: " !     boom\n", exitCode: 1 });
+    await caught(driver.observeApp(host, "alpha-backend"));
+    const failed = (await errors()).filter((s) => s.value > 0);
+    expect(failed.map((s) => s.labels)).toEqual([{ host: "dokku-1", command: "ps:report", reason: "CommandFailed" }]);
   });
 
   test("unsafe input is refused before the runner sees anything", async () => {

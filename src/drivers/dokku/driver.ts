@@ -21,7 +21,7 @@ import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.t
 import type { Action, ArchiveAction, ArchiveTransfer, Driver, HostRef, ObservedApp, ObservedHost } from "../../reconciler/types.ts";
 import { classify } from "./classify.ts";
 import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observeCommands, restoreCommands, subcommandOf } from "./commands.ts";
-import { createDriverMetrics, type DriverMetrics } from "./metrics.ts";
+import { createDriverMetrics, type DriverMetrics, initHostMetrics } from "./metrics.ts";
 import {
   observedFromPs,
   parseBulkPs,
@@ -234,6 +234,7 @@ class DokkuDriverImpl implements DokkuDriver {
     const known = this.hosts.get(host.id);
     if (known && known.ref.sshUrl === host.sshUrl && known.ref.hostKey === host.hostKey && known.ref.maxCommandBytes === host.maxCommandBytes) return known;
     if (known) void known.runner.close();
+    initHostMetrics(this.settings.metrics, host.name);
     const state: HostState = {
       ref: host,
       runner: this.runnerFor(host),

@@ -15,6 +15,24 @@ function existing<T>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create();
 }
 
+/**
+ * The series of a host that exist from the moment the driver first sees it (STYLE rule 9), so that
+ * per-host panels read 0 rather than "no data" and rate() sees a host's very first failure (a
+ * counter that appears at 1 has no earlier sample to rise from). They are the failures that say
+ * the host itself is in trouble, on the host-level commands every host gets on every resync
+ * (`version` once, `ps:report` for the bulk observe): 8 series per host. Other (command, reason)
+ * pairs appear with their first failure, as the full product would be hundreds per host.
+ */
+export const HOST_ERROR_COMMANDS = ["version", "ps:report"] as const;
+export const HOST_ERROR_REASONS = ["ConnectionFailed", "Timeout", "ConnectionDropped", "HostKeyMismatch"] as const;
+
+/** Zero-initialises a host's series; idempotent (inc by 0 keeps any count already there). */
+export function initHostMetrics(metrics: DriverMetrics, host: string): void {
+  for (const command of HOST_ERROR_COMMANDS) {
+    for (const reason of HOST_ERROR_REASONS) metrics.commandErrors.inc({ host, command, reason }, 0);
+  }
+}
+
 export function createDriverMetrics(registry: Registry): DriverMetrics {
   return {
     commandSeconds: existing(registry, "mindroom_dokku_command_seconds", () =>
