@@ -1,25 +1,32 @@
 /**
  * Database pool metrics, read at scrape time: connections of this process by state (from
  * pg_stat_activity, matched by this process's application_name), the pool size, and reachability.
- *
- * prom-client collects all metrics of a scrape concurrently, so both gauges await one shared
- * sample (one query per scrape) instead of one filling the other as a side effect, which left
- * `mindroom_db_connections` empty whenever it was serialised first.
  */
 import type { Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
 
-/** Samples taken within this window answer the same scrape. */
-const SAMPLE_REUSE_MS = 1_000;
-
-type Sample = { up: boolean; connections: { state: string; count: number }[] };
+interface StateCount {
+  readonly state: string | null;
+  readonly count: number;
+}
 
 export function registerPoolMetrics(registry: Registry, sql: Sql, applicationName: string, poolMax: number): void {
-  const sample = sharedSample(async () => {
-    const rows = await sql<{ state: string | null; count: number }[]>`
-      select state, count(*)::int as count from pg_stat_activity
-      where application_name = ${applicationName} group by state`;
-    return rows.map((row) => ({ state: row.state ?? "unknown", count: row.count }));
+  // prom-client collects every metric of a scrape concurrently, so both gauges await one shared
+  // query: the first collect starts it, the other joins it; undefined means the database failed.
+  let inFlight: Promise<StateCount[] | undefined> | undefined;
+  const poll = (): Promise<StateCount[] | undefined> =>
+    (inFlight ??= sql<StateCount[]>`
+        select state, count(*)::int as count from pg_stat_activity
+        where application_name = ${applicationName} group by state`
+      .then((rows) => [...rows], () => undefined)
+      .finally(() => (inFlight = undefined)));
+  new Gauge({
+    name: "mindroom_db_up",
+    help: "1 when the database answered this scrape",
+    registers: [registry],
+    async collect() {
+      this.set((await poll()) ? 1 : 0);
+    },
   });
   new Gauge({
     name: "mindroom_db_connections",
@@ -27,31 +34,10 @@ export function registerPoolMetrics(registry: Registry, sql: Sql, applicationNam
     labelNames: ["state"],
     registers: [registry],
     async collect() {
+      const rows = (await poll()) ?? [];
       this.reset();
-      for (const row of (await sample()).connections) this.set({ state: row.state }, row.count);
-    },
-  });
-  new Gauge({
-    name: "mindroom_db_up",
-    help: "1 when the database answered this scrape",
-    registers: [registry],
-    async collect() {
-      this.set((await sample()).up ? 1 : 0);
+      for (const row of rows) this.set({ state: row.state ?? "unknown" }, row.count);
     },
   });
   new Gauge({ name: "mindroom_db_pool_max", help: "Maximum connections in this process's pool", registers: [registry] }).set(poolMax);
-}
-
-/** One query shared by the concurrent collectors of a scrape. Never rejects. */
-function sharedSample(query: () => Promise<Sample["connections"]>): () => Promise<Sample> {
-  let last: { at: number; sample: Promise<Sample> } | undefined;
-  return () => {
-    if (last && Date.now() - last.at < SAMPLE_REUSE_MS) return last.sample;
-    const sample = query().then(
-      (connections) => ({ up: true, connections }),
-      () => ({ up: false, connections: [] }),
-    );
-    last = { at: Date.now(), sample };
-    return sample;
-  };
 }

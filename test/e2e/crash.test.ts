@@ -8,11 +8,14 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buffer } from "node:stream/consumers";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
+import { openArchive } from "../../src/runtime/backups.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { appsOf } from "./harness.ts";
 import { startServe } from "./serve-process.ts";
@@ -119,7 +122,9 @@ describe("crash safety", () => {
       const bytes = await readFile(join(dataDir, "backups", backup.location.replace(/^local:/, "")));
       expect(createHash("sha256").update(bytes).digest("hex")).toBe(backup.sha256);
       expect(bytes.length).toBe(Number(backup.size_bytes));
-      expect(bytes.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+      const [row] = await db.sql<{ id: string }[]>`select id from instance_backups where location = ${backup.location}`;
+      const plain = await buffer(await openArchive({ sql: db.sql, store: createLocalStore(dataDir), masterKey: env.MASTER_KEY! }, row!.id));
+      expect(plain.subarray(0, 2), "decrypted and verified: a tar.gz").toEqual(Buffer.from([0x1f, 0x8b]));
     }
   }, 400_000);
 });

@@ -14,6 +14,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { buffer } from "node:stream/consumers";
 import { gunzipSync } from "node:zlib";
 
 import { pino } from "pino";
@@ -21,6 +22,8 @@ import { Registry } from "prom-client";
 import type Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
+import { openArchive } from "../../src/runtime/backups.ts";
 import { defaultDomainFor, HealthProber } from "../../src/sources/health.ts";
 import { createStripeMetrics } from "../../src/sources/stripe-metrics.ts";
 import { startStripeSources, type StripeSources } from "../../src/sources/stripe-sources.ts";
@@ -218,10 +221,12 @@ describe("Stripe → controller → sandbox host", () => {
     ]);
     expect(ops.slice(firstDestroy).every((op) => op.action !== "backup" && op.status === "succeeded")).toBe(true);
     for (const backup of backups) {
-      const bytes = await readFile(join(h.backupDir, backup.location.replace(/^local:/, "")));
+      const bytes = await readFile(join(h.backupDir, "backups", backup.location.replace(/^local:/, "")));
       expect(createHash("sha256").update(bytes).digest("hex")).toBe(backup.sha256);
       expect(bytes.length).toBe(Number(backup.size_bytes));
-      if (backup.component === "backend") expect(gunzipSync(bytes).includes("agents.json"), "the backend data is in its backup").toBe(true);
+      const [row] = await h.db.sql<{ id: string }[]>`select id from instance_backups where location = ${backup.location}`;
+      const plain = await buffer(await openArchive({ sql: h.db.sql, store: createLocalStore(h.backupDir), masterKey: h.masterKey }, row!.id));
+      if (backup.component === "backend") expect(gunzipSync(plain).includes("agents.json"), "the backend data is in its backup").toBe(true);
     }
   }, 90_000);
 });
