@@ -32,6 +32,8 @@ create table public.instance_restores (
   instance_id uuid not null references public.instances (id) on delete cascade, -- the target
   status public.restore_status not null default 'requested',
   safety_backup_id uuid references public.instance_backups (id) on delete set null,
+  -- Set by the restore step itself, so a crash right after it does not replace the data again.
+  replaced_at timestamptz,
   requested_by text not null default public.current_actor(),
   error text,
   created_at timestamptz not null default now(),

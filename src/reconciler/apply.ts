@@ -118,6 +118,7 @@ async function restore(action: Extract<Action, { kind: "restore" }>, ctx: ApplyC
   if (!ctx.restores) throw new Error("restore planned without a restore store");
   const source = await ctx.restores.openVerified(action.backupId, ctx.signal);
   await ctx.driver.transfer(ctx.host, { action, source }, ctx.signal);
+  await ctx.restores.replaced(action.restoreId);
 }
 
 const FAILED_STEP = "failedStep";

@@ -5,8 +5,11 @@
  * the next pass:
  * - a backup interrupted mid-upload leaves its row `in_progress`; the next pass claims it again
  *   and uploads a fresh object under the same key (the store never shows a partial object);
- * - a restore is safety backup → stop → replace storage → start. Its row records the safety
- *   backup, so a redone restore skips it; stop, replace and start are idempotent.
+ * - a restore is safety backup → stop → replace storage → start. Each step is skipped once done:
+ *   the safety backup is recorded on the restore row before it is taken (and counts once it
+ *   completed), the replace step marks the row itself, and stop and start follow what the host
+ *   shows. So a daemon killed after any step makes progress on its next start. Restores run
+ *   before the pass's plan, so the plan never restarts an app a restore is working on.
  */
 import { TerminalError } from "../errors.ts";
 import { type ApplyContext,applyPlan } from "./apply.ts";
@@ -17,8 +20,8 @@ export interface ArchiveWorkContext extends ApplyContext {
   readonly desired: DesiredInstance;
   readonly backups: Backups;
   readonly restores: Restores;
-  /** Apps that exist on the host now. */
-  readonly existing: ReadonlySet<string>;
+  /** Apps that exist on the host now, and whether each runs. */
+  readonly existing: ReadonlyMap<string, { readonly running: boolean }>;
 }
 
 export interface ArchiveWorkResult {
@@ -64,9 +67,14 @@ export async function workRestore(ctx: ArchiveWorkContext): Promise<ConditionInp
     return finish(ctx, request.id, `component ${request.component} of this instance has no storage on its host to restore into`);
   }
   try {
-    const safetyBackupId = request.safetyBackupId ?? (await takeSafetyBackup(ctx, app));
-    await ctx.restores.started(request.id, safetyBackupId);
-    await applyPlan(restoreSteps(app, request.backupId, ctx.desired.phase === "running"), ctx);
+    if (!request.safetyCompleted) await takeSafetyBackup(ctx, request.id, app);
+    const running = ctx.existing.get(app.app)?.running === true;
+    const steps: Action[] = [
+      ...(running && !request.replaced ? [{ kind: "stop", app: app.app } as const] : []),
+      ...(request.replaced ? [] : [{ kind: "restore", app: app.app, storage: app.storage, backupId: request.backupId, restoreId: request.id } as const]),
+      ...(ctx.desired.phase === "running" && (!running || !request.replaced) ? [{ kind: "start", app: app.app } as const] : []),
+    ];
+    await applyPlan(steps, ctx);
   } catch (error) {
     ctx.signal.throwIfAborted();
     if (!(error instanceof TerminalError)) throw error;
@@ -75,23 +83,16 @@ export async function workRestore(ctx: ArchiveWorkContext): Promise<ConditionInp
   return finish(ctx, request.id, null);
 }
 
-async function takeSafetyBackup(ctx: ArchiveWorkContext, app: DesiredApp & { storage: NonNullable<DesiredApp["storage"]> }): Promise<string> {
+/** Begins the safety backup, records it on the restore, then takes it. */
+async function takeSafetyBackup(ctx: ArchiveWorkContext, restoreId: string, app: DesiredApp & { storage: NonNullable<DesiredApp["storage"]> }): Promise<void> {
   const record = await ctx.backups.begin(ctx.instanceId, app.component, "pre_restore");
+  await ctx.restores.started(restoreId, record.id);
   try {
     await applyPlan([{ kind: "backup", app: app.app, storage: app.storage, backupType: "pre_restore", backupId: record.id }], ctx);
   } catch (error) {
-    throw new TerminalError("SafetyBackupFailed", `the safety backup of the current data failed, so nothing was restored: ${(error as Error).message}`, { cause: error });
+    if (!(error instanceof TerminalError)) throw error;
+    throw new TerminalError("SafetyBackupFailed", `the safety backup of the current data failed, so nothing was restored: ${error.message}`, { cause: error });
   }
-  return record.id;
-}
-
-/** Stop, replace, and start again when the instance should run. */
-export function restoreSteps(app: DesiredApp & { storage: NonNullable<DesiredApp["storage"]> }, backupId: string, start: boolean): Action[] {
-  return [
-    { kind: "stop", app: app.app },
-    { kind: "restore", app: app.app, storage: app.storage, backupId },
-    ...(start ? [{ kind: "start", app: app.app } as const] : []),
-  ];
 }
 
 async function finish(ctx: ArchiveWorkContext, id: string, error: string | null): Promise<ConditionInput[]> {

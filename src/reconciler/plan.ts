@@ -251,7 +251,7 @@ function describeAction(action: Action): string {
     case "backup":
       return `~ back up storage ${action.storage.entry} of ${action.app}`;
     case "restore":
-      return `~ restore storage ${action.storage.entry} of ${action.app} from backup ${action.backupId}`;
+      return `~ restore storage ${action.storage.entry} of ${action.app} from backup ${action.backupId} (restore ${action.restoreId})`;
     case "destroyApp":
       return `- destroy app ${action.app}`;
     case "destroyStorage":

@@ -87,8 +87,8 @@ interface PassWork {
   readonly epoch: number;
   /** Every component existed, was deployed and ran before this pass, and the status said so. */
   readonly servingBefore: boolean;
-  /** Apps that exist on the host now (restores and requested backups need them). */
-  readonly existing: Set<string>;
+  /** Apps that exist on the host now, and whether each runs (restores and requested backups need them). */
+  readonly existing: Map<string, { running: boolean }>;
 }
 
 /** How a pass ended, for the status write. */
@@ -163,7 +163,7 @@ export class Reconciler {
     // Whether the instance serves now, whatever this pass does: a failed pass keeps `running`
     // only then, so a half-provisioned instance is never shown running (or welcomed).
     const servingBefore = instance.status === "running" && desired.phase === "running" && shallowMatches(desired, shallow);
-    return this.act(subject, desired, { host, actions, gate, epoch, servingBefore, existing: new Set(shallow.keys()) }, now, options.signal);
+    return this.act(subject, desired, { host, actions, gate, epoch, servingBefore, existing: new Map([...shallow].map(([app, observed]) => [app, { running: observed.running }])) }, now, options.signal);
   }
 
   /**
@@ -210,6 +210,7 @@ export class Reconciler {
       await this.writeStatus(instance, desired, "failed", [ready("False", "RestartsExhausted", gate.fail)], false, gate.fail, now);
       return planned(instance, desired, [], false, "failed");
     }
+    let restored: ConditionInput[] = [];
     const applyContext = {
       driver: this.deps.driver,
       journal: this.deps.journal,
@@ -222,6 +223,7 @@ export class Reconciler {
       ...(this.deps.faultHook ? { faultHook: this.deps.faultHook } : {}),
     };
     try {
+      restored = await this.restoreWork({ ...applyContext, desired, existing });
       await applyPlan(actions, applyContext);
     } catch (error) {
       await this.recordFailure(instance, desired, error as Error, now, { servingBefore: work.servingBefore });
@@ -231,30 +233,37 @@ export class Reconciler {
     }
     if (gate.restart.length > 0) await this.deps.health?.restarted(instance, gate.restart, now);
     const tookBackup = actions.some((action) => action.kind === "backup");
-    for (const action of actions) if (action.kind === "createApp") existing.add(action.app);
-    const archived = await this.archiveWork({ ...applyContext, desired, existing }, desired);
+    for (const action of actions) if (action.kind === "createApp") existing.set(action.app, { running: false });
+    const archived = await this.backupWork({ ...applyContext, desired, existing }, desired);
     if (tookBackup || archived.backupsCompleted > 0) this.deps.onBackedUp?.(desired.tier);
     const status = tookBackup ? "deprovisioning" : desired.phase;
-    await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...archived.conditions], !tookBackup, null, now);
+    await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...restored, ...archived.conditions], !tookBackup, null, now);
     return planned(instance, desired, actions, true, status);
   }
 
   /**
-   * Restores, then requested backups, once the plan converged (never during teardown or while
-   * reconcile_paused). A transient failure of a restore fails the pass; it resumes on the next.
+   * The instance's restore, before its plan (never during teardown; the plan would otherwise
+   * restart an app the restore stopped). A transient failure fails the pass; the next pass
+   * resumes the restore where its row says it stands.
    */
-  private async archiveWork(ctx: Omit<ArchiveWorkContext, "restores">, desired: DesiredInstance): Promise<{ conditions: ConditionInput[]; backupsCompleted: number }> {
+  private async restoreWork(ctx: Omit<ArchiveWorkContext, "restores">): Promise<ConditionInput[]> {
     const restores = this.deps.restores;
-    if (!restores || desired.phase === "deprovisioned") return { conditions: [], backupsCompleted: 0 };
+    if (!restores || ctx.desired.phase === "deprovisioned") return [];
     // A restore stops and starts its app: then the next pass reads the instance's apps again.
-    const touched = (): void => this.deps.observer.changed(ctx.host.id, desired.apps.map((app) => app.app));
+    const touched = (): void => this.deps.observer.changed(ctx.host.id, ctx.desired.apps.map((app) => app.app));
     const restored = await workRestore({ ...ctx, restores }).catch((error: unknown) => {
       touched();
       throw error;
     });
     if (restored.length > 0) touched();
-    const backups = await takeRequestedBackups({ ...ctx, restores });
-    return { conditions: [...restored, ...backups.conditions], backupsCompleted: backups.backupsCompleted };
+    return restored;
+  }
+
+  /** Requested backups, once the plan converged (never during teardown). */
+  private async backupWork(ctx: Omit<ArchiveWorkContext, "restores">, desired: DesiredInstance): Promise<{ conditions: ConditionInput[]; backupsCompleted: number }> {
+    const restores = this.deps.restores;
+    if (!restores || desired.phase === "deprovisioned") return { conditions: [], backupsCompleted: 0 };
+    return takeRequestedBackups({ ...ctx, restores });
   }
 
   private async planFor(instance: InstanceRecord, desired: DesiredInstance, observed: ReadonlyMap<string, ObservedApp>, restart: Component[]): Promise<Action[]> {

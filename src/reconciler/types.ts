@@ -187,7 +187,7 @@ export type Action =
   | { readonly kind: "restart"; readonly app: string }
   /** `backupId` null: a new row of `backupType` is begun (teardown); else the claimed row is filled. */
   | { readonly kind: "backup"; readonly app: string; readonly storage: StorageSpec; readonly backupType: BackupType; readonly backupId: string | null }
-  | { readonly kind: "restore"; readonly app: string; readonly storage: StorageSpec; readonly backupId: string }
+  | { readonly kind: "restore"; readonly app: string; readonly storage: StorageSpec; readonly backupId: string; readonly restoreId: string }
   | { readonly kind: "destroyApp"; readonly app: string }
   | { readonly kind: "destroyStorage"; readonly app: string; readonly storage: StorageSpec };
 
@@ -379,16 +379,21 @@ export interface RestoreRequest {
   readonly id: string;
   readonly backupId: string;
   readonly component: Component;
-  /** The safety backup of the current data, once taken (a redone restore does not take another). */
+  /** The safety backup of the current data, once begun (a redone restore does not take another once it completed). */
   readonly safetyBackupId: string | null;
+  readonly safetyCompleted: boolean;
+  /** The storage was already replaced (a crash after that step does not replace it again). */
+  readonly replaced: boolean;
 }
 
 /** Restore bookkeeping and the archive's bytes, verified and decrypted. Called by the leader's pass. */
 export interface Restores {
   /** The instance's restore to work on now (one in progress first, then the oldest requested). */
   next(instanceId: string): Promise<RestoreRequest | undefined>;
-  /** Marks the restore in progress and records its safety backup. */
+  /** Marks the restore in progress and records its safety backup (before that backup is taken). */
   started(id: string, safetyBackupId: string): Promise<void>;
+  /** Records that the storage was replaced; called by the restore step as soon as it succeeded. */
+  replaced(id: string): Promise<void>;
   /**
    * Reads the whole archive once to check it (sha256, size, decryption), then opens it again for
    * the restore: a corrupt backup fails before any data is touched.

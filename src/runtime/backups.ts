@@ -15,7 +15,7 @@ import type { BackupStore } from "../drivers/backup-store/types.ts";
 import { TerminalError } from "../errors.ts";
 import type { BackupRecord, Backups, BackupSink, Restores } from "../reconciler/types.ts";
 import { beginBackup, claimRequested, completeBackup, completedTeardownBackups, failBackup, findBackup } from "../state/backups.ts";
-import { markRestoreFinished, markRestoreStarted, nextRestore } from "../state/restores.ts";
+import { markReplaced, markRestoreFinished, markRestoreStarted, nextRestore } from "../state/restores.ts";
 import type { BackupMetrics } from "./backup-metrics.ts";
 
 export interface BackupWiring {
@@ -120,6 +120,7 @@ export function createRestorePort(wiring: BackupWiring): Restores {
   return {
     next: (instanceId) => nextRestore(sql, instanceId),
     started: (id, safetyBackupId) => markRestoreStarted(sql, id, safetyBackupId),
+    replaced: (id) => markReplaced(sql, id),
     openVerified: async (backupId, signal) => {
       await readThrough(await openArchive(wiring, backupId, signal)).catch((error: unknown) => {
         throw new TerminalError("BackupCorrupt", `backup ${backupId} failed verification: ${(error as Error).message}`, { cause: error });

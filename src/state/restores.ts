@@ -21,10 +21,17 @@ interface Row {
   instance_id: string;
   component: Component;
   safety_backup_id: string | null;
+  safety_completed: boolean;
+  replaced: boolean;
   status: RestoreRow["status"];
   error: string | null;
   requested_by: string;
 }
+
+const COLUMNS = (sql: Db) => sql`
+  r.id, r.backup_id, r.instance_id, b.component, r.safety_backup_id, r.status, r.error, r.requested_by,
+  r.replaced_at is not null as replaced,
+  coalesce((select s.status = 'completed' from public.instance_backups s where s.id = r.safety_backup_id), false) as safety_completed`;
 
 function toRestore(row: Row): RestoreRow {
   return {
@@ -33,6 +40,8 @@ function toRestore(row: Row): RestoreRow {
     instanceId: row.instance_id,
     component: row.component,
     safetyBackupId: row.safety_backup_id,
+    safetyCompleted: row.safety_completed,
+    replaced: row.replaced,
     status: row.status,
     error: row.error,
     requestedBy: row.requested_by,
@@ -42,7 +51,7 @@ function toRestore(row: Row): RestoreRow {
 /** The restore to work on for an instance: one in progress first, then the oldest requested. */
 export async function nextRestore(sql: Db, instanceId: string): Promise<RestoreRow | undefined> {
   const [row] = await sql<Row[]>`
-    select r.id, r.backup_id, r.instance_id, b.component, r.safety_backup_id, r.status, r.error, r.requested_by
+    select ${COLUMNS(sql)}
     from public.instance_restores r join public.instance_backups b on b.id = r.backup_id
     where r.instance_id = ${instanceId} and r.status in ('in_progress', 'requested')
     order by (r.status = 'in_progress') desc, r.created_at, r.id limit 1`;
@@ -51,7 +60,7 @@ export async function nextRestore(sql: Db, instanceId: string): Promise<RestoreR
 
 export async function findRestore(sql: Db, id: string): Promise<RestoreRow | undefined> {
   const [row] = await sql<Row[]>`
-    select r.id, r.backup_id, r.instance_id, b.component, r.safety_backup_id, r.status, r.error, r.requested_by
+    select ${COLUMNS(sql)}
     from public.instance_restores r join public.instance_backups b on b.id = r.backup_id
     where r.id = ${id}`;
   return row ? toRestore(row) : undefined;
@@ -63,6 +72,10 @@ export async function requestRestore(sql: Db, backupId: string, instanceId: stri
     insert into public.instance_restores (backup_id, instance_id, requested_by)
     values (${backupId}, ${instanceId}, ${requestedBy}) returning id`;
   return row!.id;
+}
+
+export async function markReplaced(sql: Db, id: string): Promise<void> {
+  await sql`update public.instance_restores set replaced_at = coalesce(replaced_at, now()) where id = ${id}`;
 }
 
 export async function markRestoreStarted(sql: Db, id: string, safetyBackupId: string): Promise<void> {

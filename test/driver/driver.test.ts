@@ -152,7 +152,7 @@ describe("driver behaviour", () => {
       driver.apply(host, { kind: "setConfig", app: "ok", env: { BIG: "x".repeat(100 * 1024) } }),
       driver.apply(host, { kind: "setConfig", app: "ok", env: { "NOT-A-KEY": "v" } }),
       driver.transfer(host, { action: { kind: "backup", app: "ok", storage: { entry: "../etc", mountPath: "/x" }, backupType: "manual", backupId: null }, sink: new Writable() }),
-      driver.transfer(host, { action: { kind: "restore", app: "ok", storage: { entry: "../etc", mountPath: "/x" }, backupId: "b" }, source: Readable.from([]) }),
+      driver.transfer(host, { action: { kind: "restore", app: "ok", storage: { entry: "../etc", mountPath: "/x" }, backupId: "b", restoreId: "r" }, source: Readable.from([]) }),
     ];
     for (const refusal of refusals) expect(await caught(refusal)).toBeInstanceOf(TerminalError);
     expect(runner.calls).toEqual([]);
