@@ -16,7 +16,8 @@ const RECORD = CHUNK_SIZE + 16;
 
 async function collect(source: Readable | Buffer[], ...transforms: NodeJS.ReadWriteStream[]): Promise<Buffer> {
   const out: Buffer[] = [];
-  await pipeline(Array.isArray(source) ? Readable.from(source) : source, ...transforms, async (chunks: AsyncIterable<Buffer>) => {
+  const run = pipeline as (...streams: unknown[]) => Promise<void>;
+  await run(Array.isArray(source) ? Readable.from(source) : source, ...transforms, async (chunks: AsyncIterable<Buffer>) => {
     for await (const chunk of chunks) out.push(chunk);
   });
   return Buffer.concat(out);
