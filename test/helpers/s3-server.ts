@@ -1,6 +1,6 @@
 /**
- * A real S3-protocol server on loopback for tests and benchmarks: s3rver (signature V4
- * authentication, buckets, objects, multipart uploads on a file system store), plus the two
+ * A real S3-protocol server on loopback for tests and benchmarks: s3rver (buckets, objects,
+ * multipart uploads on a file system store; it checks the access key id but not V4 signatures), plus the two
  * operations s3rver 3.7 lacks and the S3 store needs: ListMultipartUploads (`GET /bucket?uploads`)
  * and AbortMultipartUpload (`DELETE /bucket/key?uploadId=`). Those two follow the S3 API reference
  * (XML shapes, key-marker/upload-id-marker pagination, 404 NoSuchUpload) and act on s3rver's own
@@ -18,6 +18,8 @@ export const S3_SECRET_ACCESS_KEY = "S3RVER";
 export interface S3TestServer {
   readonly endpoint: string;
   readonly bucket: string;
+  /** Every request as received: method, path with query, and headers (for the checksum-mode tests). */
+  readonly requests: Array<{ method: string; url: string; headers: Record<string, string | string[] | undefined> }>;
   /** Open multipart uploads in the bucket, read from the server's own store. */
   openUploads(): Promise<Array<{ key: string; uploadId: string; initiated: Date }>>;
   close(): Promise<void>;
@@ -30,10 +32,16 @@ export async function startS3Server(directory: string, bucket = "backups"): Prom
   // Before s3rver's router (the last middleware), so the two operations it lacks reach ours.
   const koa = server as unknown as { middleware: Array<(ctx: Context, next: Next) => Promise<unknown>> };
   koa.middleware.splice(koa.middleware.length - 1, 0, (ctx, next) => multipartExtensions(ctx, next, openUploads, uploadsDir));
+  const requests: S3TestServer["requests"] = [];
+  koa.middleware.unshift((ctx, next) => {
+    requests.push({ method: ctx.method, url: ctx.url, headers: { ...ctx.headers } });
+    return next();
+  });
   const address = (await server.run()) as AddressInfo;
   return {
     endpoint: `http://127.0.0.1:${address.port}`,
     bucket,
+    requests,
     openUploads: () => openUploads(bucket),
     close: () => server.close(),
   };
@@ -44,6 +52,7 @@ type Upload = { key: string; uploadId: string; initiated: Date };
 /** The part of Koa's context these handlers use (s3rver is a Koa 2 application). */
 interface Context {
   readonly path: string;
+  readonly url: string;
   readonly method: string;
   readonly query: Record<string, string | string[] | undefined>;
   readonly headers: Record<string, string | string[] | undefined>;
@@ -59,15 +68,17 @@ async function listUploadDirs(dir: string): Promise<Upload[]> {
   const uploads = await Promise.all(
     ids.map(async (uploadId) => {
       const key = await readFile(join(dir, uploadId, "key"), "utf8").catch(() => undefined);
-      const info = await stat(join(dir, uploadId));
-      return key === undefined ? undefined : { key, uploadId, initiated: info.birthtimeMs > 0 ? info.birthtime : info.mtime };
+      // s3rver writes the `key` file once, at CreateMultipartUpload: its mtime is the initiation time.
+      const info = await stat(join(dir, uploadId, "key")).catch(() => undefined);
+      return key === undefined || !info ? undefined : { key, uploadId, initiated: info.mtime };
     }),
   );
   return uploads.filter((u): u is Upload => u !== undefined).sort((a, b) => (a.key === b.key ? a.uploadId.localeCompare(b.uploadId) : a.key.localeCompare(b.key)));
 }
 
 async function multipartExtensions(ctx: Context, next: Next, list: (bucket: string) => Promise<Upload[]>, uploadsDir: (bucket: string) => string): Promise<unknown> {
-  const [, bucket, ...keyParts] = ctx.path.split("/");
+  const [, bucket, ...rawKey] = ctx.path.split("/");
+  const keyParts = rawKey.join("/") === "" ? [] : rawKey;
   if (!bucket || !("uploads" in ctx.query || "uploadId" in ctx.query)) return next();
   if (ctx.method === "GET" && keyParts.length === 0 && "uploads" in ctx.query) {
     requireSignature(ctx);

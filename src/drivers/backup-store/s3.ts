@@ -11,6 +11,9 @@
  * A failed or aborted `put` aborts its multipart upload before it rejects, so no object appears at
  * the key and no upload stays open; `cleanupStale` aborts uploads a killed process left under the prefix.
  */
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -20,8 +23,6 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 
 import { measureStream } from "./digest.ts";
 import { bounded, checkKey, splitBucket, stripScheme } from "./keys.ts";
@@ -63,7 +64,7 @@ export function createS3Store(options: S3StoreOptions): BackupStore {
   const parse = (location: string): { bucket: string; key: string } => splitBucket(stripScheme(location, SCHEME, "s3"), location);
   return {
     kind: "s3",
-    put: (key, body, signal) => putObject(client, options, options.prefix + checkKey(key), body, signal),
+    put: async (key, body, signal) => putObject(client, options, options.prefix + checkKey(key), body, signal),
     async get(location, signal) {
       const { bucket, key } = parse(location);
       const output = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: bounded(timeoutMs, signal) }).catch((error: unknown) => {
@@ -88,18 +89,21 @@ async function putObject(client: S3Client, options: S3StoreOptions, key: string,
   const measure = measureStream();
   // Aborting destroys the source instead of aborting the Upload: Upload.abort() rejects done() at
   // once, before its own AbortMultipartUpload has run; a failed source makes done() wait for it.
-  const feeding = pipeline(body, measure.stream, signal ? { signal } : {});
+  // Settles to the source's error (or undefined), handled from the start so it never goes unhandled.
+  const feeding: Promise<unknown> = pipeline(body, measure.stream, signal ? { signal } : {}).then(
+    () => undefined,
+    (error: unknown) => error ?? new Error("backup source failed"),
+  );
   const upload = new Upload({ client, params: { Bucket: options.bucket, Key: key, Body: measure.stream }, partSize: PART_SIZE, queueSize: QUEUE_SIZE, leavePartsOnError: false });
-  const sourceError = (): Promise<unknown> => feeding.then(() => undefined, (error: unknown) => error);
   try {
     await upload.done();
   } catch (error) {
     measure.stream.destroy(); // unblocks the source when the upload failed first
-    const cause = (await sourceError()) ?? error;
+    const cause = (await feeding) ?? error;
     await abortUpload(client, options.bucket, key, upload.uploadId);
     throw wrap("s3 upload failed", cause);
   }
-  const failed = await sourceError();
+  const failed = await feeding;
   if (failed !== undefined) {
     // Cannot happen with a well-behaved source (the upload reads to its end), but never keep an object whose source failed.
     await client.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: key }), { abortSignal: AbortSignal.timeout(30_000) });

@@ -17,8 +17,10 @@
  * A standard upload is atomic on the server (the object exists only once the whole body arrived),
  * so an aborted upload leaves nothing behind and `cleanupStale` has nothing to clean.
  */
-import { StorageClient } from "@supabase/storage-js";
 import { Readable, Transform, type TransformCallback } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+
+import { StorageClient } from "@supabase/storage-js";
 
 import { measureStream } from "./digest.ts";
 import { bounded, checkKey, splitBucket, stripScheme } from "./keys.ts";
@@ -72,7 +74,7 @@ export function createSupabaseStore(options: SupabaseStoreOptions): BackupStore 
       const { bucket, key } = parse(location);
       const { data, error } = await storage.from(bucket).download(key, {}, { signal: bounded(timeoutMs, signal) }).asStream();
       if (error) throw isNotFound(error) ? new Error(`backup object ${location} does not exist`, { cause: error }) : storageError("supabase download failed", error);
-      return Readable.fromWeb(data as import("node:stream/web").ReadableStream<Uint8Array>);
+      return Readable.fromWeb(data as WebReadableStream<Uint8Array>);
     },
     async delete(location, signal) {
       signal?.throwIfAborted();
@@ -125,11 +127,10 @@ async function putObject(storage: Storage, options: SupabaseStoreOptions, key: s
 /** Errors once more than `limit` bytes pass, or when no byte passes for `idleMs` (a stalled upload). */
 function guard(limit: number, idleMs: number): Transform {
   let seen = 0;
-  let timer: NodeJS.Timeout | undefined;
   const stream: Transform = new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
       seen += chunk.length;
-      timer?.refresh();
+      timer.refresh();
       if (seen > limit) callback(new Error(tooLarge(limit)));
       else callback(null, chunk);
     },
@@ -138,7 +139,7 @@ function guard(limit: number, idleMs: number): Transform {
       callback();
     },
   });
-  timer = setTimeout(() => stream.destroy(new Error(`supabase upload stalled: no bytes for ${idleMs} ms`)), idleMs);
+  const timer = setTimeout(() => stream.destroy(new Error(`supabase upload stalled: no bytes for ${idleMs} ms`)), idleMs);
   stream.once("close", () => clearTimeout(timer));
   return stream;
 }
