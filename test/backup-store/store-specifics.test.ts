@@ -4,6 +4,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -151,5 +153,53 @@ describe("supabase store against the Storage API fake", () => {
     const stored = await store.put("inst-1/once.tar.gz.enc", Readable.from([Buffer.from("first")]));
     await expect(store.put("inst-1/once.tar.gz.enc", Readable.from([Buffer.from("second")]))).rejects.toThrow(/already exists/);
     expect((await readAll(await store.get(stored.location))).toString()).toBe("first");
+  });
+});
+
+describe("every wait is bounded", () => {
+  test("a server that accepts and never answers fails get within the request timeout (s3 and supabase)", async () => {
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const s3 = createS3Store({ bucket: "b-1", endpoint: url, region: "us-east-1", accessKeyId: "k", secretAccessKey: "s", forcePathStyle: true, prefix: "p/", requestTimeoutMs: 300 });
+      const supabase = createSupabaseStore({ url, serviceRoleKey: "k", bucket: "backups", requestTimeoutMs: 300 });
+      const started = Date.now();
+      await expect(s3.get("s3://b-1/p/x")).rejects.toThrow();
+      await expect(supabase.get("supabase://backups/x")).rejects.toThrow(/no response within 300 ms|aborted/i);
+      expect(Date.now() - started).toBeLessThan(20_000); // three SDK attempts at most, each cut at 300 ms
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
+  });
+
+  test("a download that streams for longer than the request timeout is not cut off (s3 and supabase)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "slow-read-"));
+    const s3server = await startS3Server(join(dir, "s3"));
+    const fake = await startFakeSupabaseStorage(join(dir, "supabase"));
+    try {
+      const stores = [
+        createS3Store({ bucket: s3server.bucket, endpoint: s3server.endpoint, region: "us-east-1", accessKeyId: S3_ACCESS_KEY_ID, secretAccessKey: S3_SECRET_ACCESS_KEY, forcePathStyle: true, prefix: "p/", requestTimeoutMs: 400 }),
+        createSupabaseStore({ url: fake.url, serviceRoleKey: FAKE_SERVICE_ROLE_KEY, bucket: "backups", requestTimeoutMs: 400 }),
+      ];
+      for (const store of stores) {
+        const data = randomBytes(4 * 1024 * 1024);
+        const stored = await store.put("inst-1/slow.tar.gz.enc", Readable.from([data]));
+        const body = await store.get(stored.location);
+        const chunks: Buffer[] = [];
+        const started = Date.now();
+        for await (const chunk of body) {
+          chunks.push(chunk as Buffer);
+          await new Promise((resolve) => setTimeout(resolve, 20)); // a steady, slow consumer
+        }
+        expect(Date.now() - started, store.kind).toBeGreaterThan(400);
+        expect(Buffer.concat(chunks).equals(data), store.kind).toBe(true);
+      }
+    } finally {
+      await s3server.close();
+      await fake.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

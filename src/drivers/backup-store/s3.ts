@@ -25,7 +25,7 @@ import {
 import { Upload } from "@aws-sdk/lib-storage";
 
 import { measureStream } from "./digest.ts";
-import { bounded, checkKey, splitBucket, stripScheme } from "./keys.ts";
+import { bounded, checkKey, splitBucket, stripScheme, withDeadline } from "./keys.ts";
 import type { BackupStore, StoredObject } from "./types.ts";
 
 export interface S3StoreOptions {
@@ -67,7 +67,8 @@ export function createS3Store(options: S3StoreOptions): BackupStore {
     put: async (key, body, signal) => putObject(client, options, options.prefix + checkKey(key), body, signal),
     async get(location, signal) {
       const { bucket, key } = parse(location);
-      const output = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: bounded(timeoutMs, signal) }).catch((error: unknown) => {
+      const request = (abortSignal: AbortSignal) => client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal });
+      const output = await withDeadline(timeoutMs, signal, request).catch((error: unknown) => {
         throw isNotFound(error) ? new Error(`backup object ${location} does not exist`, { cause: error }) : wrap("s3 get failed", error);
       });
       if (!(output.Body instanceof Readable)) throw new Error(`s3 get of ${location} returned no body stream`);

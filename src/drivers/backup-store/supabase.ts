@@ -23,7 +23,7 @@ import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { StorageClient } from "@supabase/storage-js";
 
 import { measureStream } from "./digest.ts";
-import { bounded, checkKey, splitBucket, stripScheme } from "./keys.ts";
+import { checkKey, splitBucket, stripScheme, withDeadline } from "./keys.ts";
 import type { BackupStore, StoredObject } from "./types.ts";
 
 export interface SupabaseStoreOptions {
@@ -50,8 +50,11 @@ type Storage = StorageClient;
 
 export function createSupabaseStore(options: SupabaseStoreOptions): BackupStore {
   const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-  // Streaming bodies (uploads) are bounded by the idle watchdog instead of a total timeout.
-  const boundedFetch: typeof fetch = (input, init) => fetch(input, { ...init, signal: init?.body instanceof Readable ? (init.signal ?? null) : bounded(timeoutMs, init?.signal ?? undefined) });
+  // Every request must answer within timeoutMs; a download body then streams on, bounded by the
+  // caller's signal and undici's body timeout. Uploads, whose answer comes only after the whole
+  // body, are bounded by the idle watchdog in `guard` instead.
+  const boundedFetch: typeof fetch = (input, init) =>
+    init?.body instanceof Readable ? fetch(input, init) : withDeadline(timeoutMs, init?.signal ?? undefined, (signal) => fetch(input, { ...init, signal }));
   // The same headers supabase-js sends: the key as apikey and as the bearer token.
   const headers = { apikey: options.serviceRoleKey, Authorization: `Bearer ${options.serviceRoleKey}` };
   const storage = new StorageClient(new URL("storage/v1", options.url.endsWith("/") ? options.url : `${options.url}/`).toString(), headers, boundedFetch);
@@ -72,7 +75,7 @@ export function createSupabaseStore(options: SupabaseStoreOptions): BackupStore 
     },
     async get(location, signal) {
       const { bucket, key } = parse(location);
-      const { data, error } = await storage.from(bucket).download(key, {}, { signal: bounded(timeoutMs, signal) }).asStream();
+      const { data, error } = await storage.from(bucket).download(key, {}, signal ? { signal } : {}).asStream();
       if (error) throw isNotFound(error) ? new Error(`backup object ${location} does not exist`, { cause: error }) : storageError("supabase download failed", error);
       return Readable.fromWeb(data as WebReadableStream<Uint8Array>);
     },
