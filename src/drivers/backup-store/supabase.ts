@@ -119,6 +119,9 @@ async function putObject(storage: Storage, options: SupabaseStoreOptions, key: s
   try {
     const { error } = await storage.from(options.bucket).upload(key, guarded, { contentType: "application/octet-stream", upsert: false, duplex: "half" });
     if (error) throw uploadError(key, error, guarded.errored, limit);
+  } catch (error) {
+    body.destroy(); // as a failed pipeline does in the other stores: the producer (tar) stops too
+    throw error;
   } finally {
     signal?.removeEventListener("abort", onAbort);
     body.unpipe(measure.stream);
