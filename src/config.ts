@@ -26,6 +26,10 @@ export const DEFAULTS = {
   BACKUP_TIME: "03:00",
   BACKUP_RETENTION: "30d",
   BACKUP_MANUAL_PER_DAY: 5,
+  BACKUP_STORE: "local",
+  S3_REGION: "us-east-1",
+  S3_PREFIX: "mindroom/",
+  SUPABASE_BACKUP_BUCKET: "backups",
 } as const satisfies Record<string, string | number>;
 
 const MAX_CONCURRENCY = 1024;
@@ -38,6 +42,7 @@ const SECRET_VARIABLES = new Set([
   "SSH_PRIVATE_KEY",
   "MASTER_KEY",
   "SUPABASE_SERVICE_ROLE_KEY",
+  "S3_SECRET_ACCESS_KEY",
   "SMTP_URL",
 ]);
 
@@ -163,9 +168,20 @@ const schema = z.object({
     .default(DEFAULTS.BACKUP_TIME),
   BACKUP_RETENTION: duration("how long a completed backup is kept").prefault(DEFAULTS.BACKUP_RETENTION),
   BACKUP_MANUAL_PER_DAY: integer(0, 1000).default(DEFAULTS.BACKUP_MANUAL_PER_DAY),
-  BACKUP_STORE: optionalText.pipe(z.enum(["local", "supabase"], "expected local or supabase").optional()),
+  BACKUP_STORE: z.enum(["local", "s3", "supabase"], "expected local, s3 or supabase").default(DEFAULTS.BACKUP_STORE),
+  S3_BUCKET: optionalText.pipe(z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "expected an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)").optional()),
+  S3_ENDPOINT: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
+  S3_REGION: z.string().regex(/^[a-z0-9-]{1,40}$/, "expected a region name such as us-east-1 or auto").default(DEFAULTS.S3_REGION),
+  S3_ACCESS_KEY_ID: optionalText,
+  S3_SECRET_ACCESS_KEY: optionalText,
+  S3_FORCE_PATH_STYLE: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
+  S3_PREFIX: z
+    .string()
+    .regex(/^([A-Za-z0-9_.-]+\/)*$/, "expected path segments each ending in / such as mindroom/")
+    .default(DEFAULTS.S3_PREFIX),
   SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
   SUPABASE_SERVICE_ROLE_KEY: optionalText,
+  SUPABASE_BACKUP_BUCKET: z.string().regex(/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$/, "expected a bucket name (letters, digits, _ . -)").default(DEFAULTS.SUPABASE_BACKUP_BUCKET),
   SMTP_URL: optionalText,
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], "expected one of trace, debug, info, warn, error, fatal, silent").default(DEFAULTS.LOG_LEVEL),
   ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
@@ -206,14 +222,24 @@ export interface Config {
   readonly hostConcurrency: number;
   /** Where deployed images may come from; defaults to the template's own repositories. */
   readonly imageAllowlist: readonly string[];
-  readonly backupStore: "local" | "supabase";
+  readonly backupStore: "local" | "s3" | "supabase";
   readonly backups: {
     /** Minutes after 00:00 UTC when paid instances' daily backups start (spread by per-instance jitter). */
     readonly dailyAtMinute: number;
     readonly retentionMs: number;
     readonly manualPerDay: number;
   };
-  readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined };
+  /** For BACKUP_STORE=s3; `bucket` and the credentials are set whenever that store is chosen. */
+  readonly s3: {
+    readonly bucket: string | undefined;
+    readonly endpoint: string | undefined;
+    readonly region: string;
+    readonly accessKeyId: string | undefined;
+    readonly secretAccessKey: string | undefined;
+    readonly forcePathStyle: boolean;
+    readonly prefix: string;
+  };
+  readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined; readonly backupBucket: string };
   readonly smtpUrl: string | undefined;
   readonly logLevel: Raw["LOG_LEVEL"];
   readonly allowOrphanDestroy: boolean;
@@ -251,8 +277,16 @@ function checkCombinations(raw: Raw): void {
   if (refused && refused.length > 0) {
     throw new ConfigError("IMAGE_ALLOWLIST", `must allow the template's own images too; add ${refused.join(", ")}`);
   }
+  checkBackupStore(raw);
+}
+
+function checkBackupStore(raw: Raw): void {
   if (raw.BACKUP_STORE === "supabase" && (!raw.SUPABASE_URL || !raw.SUPABASE_SERVICE_ROLE_KEY)) {
     throw new ConfigError("BACKUP_STORE", "supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY to be set");
+  }
+  if (raw.BACKUP_STORE === "s3") {
+    const missing = (["S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"] as const).filter((name) => !raw[name]);
+    if (missing.length > 0) throw new ConfigError("BACKUP_STORE", `s3 needs ${missing.join(", ")} to be set`);
   }
 }
 
@@ -280,13 +314,22 @@ function toConfig(raw: Raw): Config {
     maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,
     hostConcurrency: raw.HOST_CONCURRENCY,
     imageAllowlist: raw.IMAGE_ALLOWLIST ?? templateRepositories(DEFAULT_TEMPLATE),
-    backupStore: raw.BACKUP_STORE ?? "local",
+    backupStore: raw.BACKUP_STORE,
     backups: {
       dailyAtMinute: Number(raw.BACKUP_TIME.slice(0, 2)) * 60 + Number(raw.BACKUP_TIME.slice(3)),
       retentionMs: raw.BACKUP_RETENTION,
       manualPerDay: raw.BACKUP_MANUAL_PER_DAY,
     },
-    supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY },
+    s3: {
+      bucket: raw.S3_BUCKET,
+      endpoint: raw.S3_ENDPOINT,
+      region: raw.S3_REGION,
+      accessKeyId: raw.S3_ACCESS_KEY_ID,
+      secretAccessKey: raw.S3_SECRET_ACCESS_KEY,
+      forcePathStyle: raw.S3_FORCE_PATH_STYLE === "true",
+      prefix: raw.S3_PREFIX,
+    },
+    supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY, backupBucket: raw.SUPABASE_BACKUP_BUCKET },
     smtpUrl: raw.SMTP_URL,
     logLevel: raw.LOG_LEVEL,
     allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",

@@ -76,7 +76,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const keys = await loadKeyMaterial(config, sandboxMode);
     const hosts = await setUpHosts(db.sql, config, logger, sandboxMode, publicKeyOf(keys.sshPrivateKey));
     stops.push(() => hosts.close());
-    const backupStore = createBackupStore(config);
+    const backupStore = createBackupStore(config, dataDir);
     const controller = createControllerRuntime({
       sql: db.sql,
       config,

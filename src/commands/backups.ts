@@ -12,6 +12,7 @@
 import { createReadStream, createWriteStream } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
+import { resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -166,7 +167,7 @@ async function restoreCommand(argv: string[]): Promise<number> {
 
 async function keyMaterial(ctx: CommandContext): Promise<{ masterKey: string; store: BackupStore }> {
   const keys = await loadKeyMaterial(ctx.config, await needsSandbox(ctx.db.sql, ctx.config));
-  return { masterKey: keys.masterKey, store: createBackupStore(ctx.config) };
+  return { masterKey: keys.masterKey, store: createBackupStore(ctx.config, resolve(ctx.config.dataDir)) };
 }
 
 /** Uploads a self-hosted MindRoom's plain tar.gz as an `import` backup, then restores it. */

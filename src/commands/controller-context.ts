@@ -4,6 +4,8 @@
  * the `serve` process, so these commands reach it only while `serve` runs.
  */
 
+import { resolve } from "node:path";
+
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
@@ -38,7 +40,7 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
   });
   const now = () => new Date();
   const observer = new Observer({ driver, hostTtlMs: 5_000, deepIntervalMs: 0, now: () => Date.now() });
-  const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupStore: createBackupStore(config), now, epoch });
+  const reconciler = buildReconciler({ sql: db.sql, config, driver, observer, masterKey: keys.masterKey, backupStore: createBackupStore(config, resolve(config.dataDir)), now, epoch });
   return {
     reconciler,
     orphans: async () => {

@@ -34,3 +34,21 @@ export function bounded(timeoutMs: number, signal?: AbortSignal): AbortSignal {
   const timeout = AbortSignal.timeout(timeoutMs);
   return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
+
+/**
+ * Runs `call` with a signal that aborts with `signal`, or when `call` has not settled within
+ * `timeoutMs`. Unlike `bounded`, the deadline ends once `call` settles, so a response body that
+ * streams on afterwards (a multi-GB download) is cut only by `signal` and the socket idle timeout.
+ */
+export async function withDeadline<T>(timeoutMs: number, signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(signal?.reason);
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const timer = setTimeout(() => controller.abort(new Error(`no response within ${timeoutMs} ms`)), timeoutMs);
+  try {
+    return await call(controller.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}

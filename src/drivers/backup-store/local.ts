@@ -23,7 +23,7 @@ export function createLocalStore(dataDir: string): BackupStore {
   const pathOf = (location: string): string => join(root, checkKey(stripScheme(location, SCHEME, "local")));
   return {
     kind: "local",
-    put: (key, body, signal) => putFile(root, checkKey(key), body, signal),
+    put: async (key, body, signal) => putFile(root, checkKey(key), body, signal),
     async get(location, signal) {
       signal?.throwIfAborted();
       const handle = await open(pathOf(location), "r").catch((error: NodeJS.ErrnoException) => {
