@@ -11,6 +11,7 @@ import { Registry } from "prom-client";
 
 import { loadConfig } from "../../src/config.ts";
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
+import type { BackupStore } from "../../src/drivers/backup-store/types.ts";
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { type ControllerRuntime, type ControllerTuning, createControllerRuntime } from "../../src/runtime/controller.ts";
@@ -40,6 +41,8 @@ export interface HarnessOptions {
   readonly dokkuVersion?: string;
   readonly seed?: boolean;
   readonly tuning?: Partial<ControllerTuning>;
+  /** The backup store (default: a local store in the harness's temporary backupDir). */
+  readonly backupStore?: BackupStore;
   /** Seed of the sandbox's fault dice, for a reproducible flaky host. */
   readonly sandboxSeed?: number;
 }
@@ -72,7 +75,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     registry,
     sshPrivateKey: key.private,
     masterKey: MASTER_KEY,
-    backupStore: createLocalStore(backupDir),
+    backupStore: options.backupStore ?? createLocalStore(backupDir),
     tuning: { leaseTtlMs: 3000, leaseRenewDeadlineMs: 2000, leaseRetryPeriodMs: 200, hostObserveTtlMs: 0, deepObserveIntervalMs: 300, gaugeIntervalMs: 500, now: () => new Date(Date.now() + offset), ...options.tuning },
   });
   const stopping = new AbortController();
