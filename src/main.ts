@@ -60,7 +60,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const bound = await listen(server, config.port);
     stops.push(() => closeServer(server));
     const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
-    const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
+    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, lock }, (message) => logger.info(message), { max: POOL_MAX, applicationName });
     stops.push(() => db.close());
     const result = await migrate(db.sql);
     logger.info({ applied: result.applied, migration: result.current }, "database migrated");
