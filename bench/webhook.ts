@@ -23,7 +23,7 @@ import { StripeInbox } from "../src/sources/stripe-inbox.ts";
 import { createStripeMetrics } from "../src/sources/stripe-metrics.ts";
 import { StripeSim } from "../src/sources/stripe-sim.ts";
 import { connect, withDatabaseName } from "../src/state/db.ts";
-import { openEmbeddedDatabase } from "../src/state/embedded.ts";
+import { openOwnEmbeddedDatabase } from "../src/state/embedded.ts";
 import { migrate } from "../src/state/migrate.ts";
 
 const SECRET = "whsec_bench";
@@ -143,7 +143,7 @@ const round = (v: number): number => Math.round(v * 100) / 100;
 async function openPostgres(): Promise<{ sql: Sql; close(): Promise<void> }> {
   const external = process.env.DATABASE_URL;
   const dir = external ? null : await mkdtemp(join(tmpdir(), "mindroom-bench-"));
-  const server = dir ? await openEmbeddedDatabase(dir, () => {}) : null;
+  const server = dir ? await openOwnEmbeddedDatabase(dir, () => {}) : null;
   const adminUrl = external ?? server!.url;
   const name = `mindroom_bench_${Math.random().toString(36).slice(2, 10)}`;
   const admin = connect(adminUrl, { max: 1 });

@@ -4,7 +4,7 @@
  * stderr, no stack trace).
  */
 import { ConfigError } from "./config.ts";
-import { TerminalError } from "./errors.ts";
+import { TerminalError, UnavailableError } from "./errors.ts";
 
 type CommandModule = { run(argv: string[]): Promise<number> };
 
@@ -78,6 +78,10 @@ function reportFatal(error: unknown, command: string): number {
   if (error instanceof ConfigError) {
     process.stderr.write(`configuration error: ${error.message}\n`);
     return 2;
+  }
+  if (error instanceof UnavailableError) {
+    process.stderr.write(`mindroom-reconciler ${command}: ${error.message}\n`);
+    return 1;
   }
   if (error instanceof TerminalError) {
     process.stderr.write(`error: ${error.message}\n`);

@@ -23,6 +23,14 @@ export class OutcomeUnknownError extends Error {
   override readonly name = "OutcomeUnknownError";
 }
 
+/**
+ * Something this command needs is not there (no database to connect to): an expected condition
+ * the operator fixes, reported in one line with exit 1, no stack.
+ */
+export class UnavailableError extends Error {
+  override readonly name = "UnavailableError";
+}
+
 /** Normalises anything thrown into an Error (graphile-worker's coerceError). */
 export function coerceError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -7,6 +7,7 @@ import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 
+import type { Sql } from "postgres";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import ssh2 from "ssh2";
 
@@ -23,11 +24,19 @@ import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
 import { createStripeMetrics } from "./sources/stripe-metrics.ts";
 import { startStripeSources } from "./sources/stripe-sources.ts";
 import { acquireDataDirLock } from "./state/data-dir-lock.ts";
-import { type Database, openDatabase, seed } from "./state/db.ts";
+import { connect, type Database, openDatabase, seed } from "./state/db.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
 
-const POOL_MAX = 20;
+/**
+ * Connections to the database, split so that a webhook burst cannot starve the controller: the
+ * Stripe webhook inserts through a pool of its own (a burst queues there), and the lease renewal,
+ * the controller's writes and everything else keep the rest. Together they stay at 20, within
+ * what a Supabase session pooler grants one client.
+ */
+const CONTROLLER_POOL_MAX = 14;
+const WEBHOOK_POOL_MAX = 6;
+const POOL_MAX = CONTROLLER_POOL_MAX + WEBHOOK_POOL_MAX;
 
 export interface Daemon {
   readonly port: number;
@@ -61,8 +70,10 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const bound = await listen(server, config.port);
     stops.push(() => closeServer(server));
     const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
-    const db = await openDatabase(config, (message) => logger.info(message), { max: POOL_MAX, applicationName });
+    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, lock }, (message) => logger.info(message), { max: CONTROLLER_POOL_MAX, applicationName });
     stops.push(() => db.close());
+    const webhookSql = connect(db.url, { max: WEBHOOK_POOL_MAX, applicationName });
+    stops.push(() => webhookSql.end({ timeout: 5 }));
     const result = await migrate(db.sql);
     logger.info({ applied: result.applied, migration: result.current }, "database migrated");
     if (db.created) {
@@ -93,7 +104,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       stopController.abort();
       await controllerDone;
     });
-    const stripe = await startStripe(db, config, logger, registry, sandboxMode);
+    const stripe = await startStripe({ sql: db.sql, webhookSql }, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
     Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), {
       "POST /webhooks/stripe": stripe.webhook,
@@ -108,14 +119,14 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
 }
 
 /** The Stripe webhook, inbox worker and catch-up; every replica serves the webhook. */
-async function startStripe(db: Database, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
+async function startStripe(pools: { sql: Sql; webhookSql: Sql }, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
   const { secrets, generated } = await webhookSecrets(config, sandboxMode);
   const webhookSecretFile = join(resolve(config.dataDir), "stripe_webhook_secret");
   if (generated) logger.warn({ webhookSecretFile }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
   else if (sandboxMode && config.stripe.webhookSecrets.length === 0) logger.warn({ webhookSecretFile }, "SANDBOX MODE: using the Stripe webhook secret generated earlier; `mindroom-reconciler stripe send` uses it");
   const stopping = new AbortController();
   const sources = startStripeSources(
-    { sql: db.sql, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
+    { ...pools, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
     stopping.signal,
   );
   const webhook: Handler = sources.webhook ?? ((_req, res) => sendJson(res, 503, { error: "STRIPE_WEBHOOK_SECRET is not set: this daemon cannot verify Stripe webhooks" }));

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 
 import { connect, withDatabaseName } from "../src/state/db.ts";
-import { openEmbeddedDatabase } from "../src/state/embedded.ts";
+import { openOwnEmbeddedDatabase } from "../src/state/embedded.ts";
 import { migrate } from "../src/state/migrate.ts";
 import { startSupabaseProject, SUPABASE_TEMPLATE_DATABASE } from "./helpers/supabase-project.ts";
 
@@ -35,7 +35,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const dir = external ? undefined : await mkdtemp(join(tmpdir(), "mindroom-test-pg-"));
   const supabaseDir = await mkdtemp(join(tmpdir(), "mindroom-test-supabase-"));
   const supabase = startSupabaseProject(supabaseDir);
-  const server = dir ? await openEmbeddedDatabase(dir, () => {}) : undefined;
+  const server = dir ? await openOwnEmbeddedDatabase(dir, () => {}) : undefined;
   const adminUrl = external ?? server!.url;
   const admin = connect(adminUrl, { max: 1 });
   await admin.unsafe(`drop database if exists ${TEMPLATE_DATABASE} with (force)`);

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Sql } from "postgres";
 
 import { connect, withDatabaseName } from "../../src/state/db.ts";
-import { type EmbeddedDatabase, openEmbeddedDatabase } from "../../src/state/embedded.ts";
+import { type EmbeddedDatabase, openOwnEmbeddedDatabase } from "../../src/state/embedded.ts";
 import { migrate } from "../../src/state/migrate.ts";
 
 export interface BenchDatabase {
@@ -31,7 +31,7 @@ export async function openBenchPostgres(databaseUrl: string | undefined): Promis
   const dir = databaseUrl ? null : await mkdtemp(join(tmpdir(), "mindroom-bench-pg-"));
   let server: EmbeddedDatabase | null = null;
   try {
-    server = dir ? await openEmbeddedDatabase(dir, () => {}) : null;
+    server = dir ? await openOwnEmbeddedDatabase(dir, () => {}) : null;
   } catch (error) {
     if (dir) await rm(dir, { recursive: true, force: true });
     throw error;

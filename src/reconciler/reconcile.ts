@@ -4,7 +4,7 @@
  * which event enqueued the key, or how often.
  */
 import { TerminalError } from "../errors.ts";
-import { applyPlan, failedStepOf } from "./apply.ts";
+import { applyPlan, failedStepOf, targetOf } from "./apply.ts";
 import { type ArchiveWorkContext, takeRequestedBackups, workRestore } from "./archive-work.ts";
 import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
@@ -157,6 +157,8 @@ export class Reconciler {
     }
     const { gate, observed, actions, shallow } = found;
     if (options.dryRun) return planned(instance, desired, actions, false, instance.status);
+    // An unknown outcome forced a deep observation (observed is set): the plan made from it settles them.
+    if (unknown > 0 && observed) await this.deps.journal.resolveUnknown(instance.id, actions.map((action) => ({ action: action.kind, target: targetOf(action) })), epoch);
     if (observed && instance.generation === instance.observedGeneration) {
       for (const kind of driftKinds(desired, observed)) this.deps.onDrift?.(kind);
     }

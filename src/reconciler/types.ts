@@ -343,8 +343,18 @@ export interface Journal {
    * (one write per action instead of two); refused as a whole when `entry.epoch` is stale.
    */
   advance(succeededId: number, entry: { instanceId: string; action: string; target: string; paramsHash: string; epoch: number }): Promise<number>;
-  /** Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many. */
+  /**
+   * Turns this instance's `pending` rows (left by a crash) into `unknown`; returns how many
+   * `unknown` rows the instance now has (this crash's and any earlier pass's still unresolved).
+   */
   recoverPending(instanceId: string, epoch: number): Promise<number>;
+  /**
+   * Resolves this instance's `unknown` rows after a deep observation: `superseded` when the plan
+   * made from it does the same action on the same target again (the new row records the outcome),
+   * and always for backup and restore actions (their own records resume the work); `succeeded`
+   * when the observation left nothing of it to do. Returns how many rows it resolved.
+   */
+  resolveUnknown(instanceId: string, replanned: readonly { action: string; target: string }[], epoch: number): Promise<number>;
   /** Targets of this instance's succeeded actions of one kind (e.g. storage entries destroyed). */
   succeededTargets(instanceId: string, action: ActionKind): Promise<ReadonlySet<string>>;
 }

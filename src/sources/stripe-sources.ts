@@ -40,6 +40,11 @@ export function createStripeClient(config: Pick<StripeConfig, "apiKey" | "apiBas
 
 export interface StripeSourcesDeps {
   readonly sql: Sql;
+  /**
+   * The webhook's inserts go through this pool when set (the daemon gives it a small one of its
+   * own), so that a burst of webhooks queues there instead of taking the controller's connections.
+   */
+  readonly webhookSql?: Sql;
   readonly config: { readonly stripe: StripeConfig };
   /** Overrides the client built from the config (tests). null forces payload mode. */
   readonly stripeClient?: StripeClient | null;
@@ -66,7 +71,7 @@ export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal)
   const inbox = new StripeInbox({ sql, stripe, priceTiers, metrics, logger, ...deps.inbox });
   const webhook =
     deps.config.stripe.webhookSecrets.length > 0
-      ? createStripeWebhookHandler({ sql, secrets: deps.config.stripe.webhookSecrets, metrics, logger, onStored: () => inbox.wake() })
+      ? createStripeWebhookHandler({ sql: deps.webhookSql ?? sql, secrets: deps.config.stripe.webhookSecrets, metrics, logger, onStored: () => inbox.wake() })
       : null;
   logger.info({ apiMode: stripe !== null, webhook: webhook !== null }, describeMode(stripe !== null));
   const loops: Promise<void>[] = [inbox.start(signal)];

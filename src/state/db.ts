@@ -8,6 +8,7 @@ import { join } from "node:path";
 import postgres, { type Sql } from "postgres";
 
 import { once } from "../once.ts";
+import type { DataDirLock } from "./data-dir-lock.ts";
 import { openEmbeddedDatabase } from "./embedded.ts";
 import { MIGRATIONS_DIR } from "./migrate.ts";
 
@@ -35,8 +36,12 @@ export function connect(url: string, options: ConnectOptions = {}): Sql {
   });
 }
 
+/**
+ * DATABASE_URL when set, else the embedded server in DATA_DIR: owned (started or adopted, stopped
+ * on close) when `settings.lock` is the DATA_DIR lock (`serve`), otherwise joined as a guest.
+ */
 export async function openDatabase(
-  settings: { databaseUrl: string | undefined; dataDir: string },
+  settings: { databaseUrl: string | undefined; dataDir: string; lock?: DataDirLock },
   log: (message: string) => void,
   options: ConnectOptions = {},
 ): Promise<Database> {
@@ -44,7 +49,7 @@ export async function openDatabase(
     const sql = connect(settings.databaseUrl, options);
     return { sql, url: settings.databaseUrl, created: false, embedded: false, close: once(() => sql.end({ timeout: 5 })) };
   }
-  const server = await openEmbeddedDatabase(settings.dataDir, log);
+  const server = await openEmbeddedDatabase(settings.dataDir, log, settings.lock ? { lock: settings.lock } : "guest");
   const sql = connect(server.url, options);
   return {
     sql,

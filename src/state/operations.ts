@@ -7,6 +7,12 @@ import type { Sql } from "postgres";
 
 import type { Journal } from "../reconciler/types.ts";
 
+/**
+ * Actions whose truth lives in their own records (instance_backups, instance_restores) rather than
+ * on the host: an unknown outcome of one is always superseded by the work those records resume.
+ */
+const ARCHIVE_ACTIONS = ["backup", "restore"] as const;
+
 export function createJournal(sql: Sql): Journal {
   return {
     begin: async (entry) => {
@@ -42,11 +48,29 @@ export function createJournal(sql: Sql): Journal {
         where id = ${id}`;
     },
     recoverPending: async (instanceId, epoch) => {
-      const rows = await sql`
+      await sql`
         update public.instance_operations
         set status = 'unknown', finished_at = now(), epoch = ${epoch},
             error = 'the process running this action stopped before recording its outcome'
         where instance_id = ${instanceId} and status = 'pending'`;
+      const [row] = await sql<{ count: number }[]>`
+        select count(*)::int as count from public.instance_operations
+        where instance_id = ${instanceId} and status = 'unknown'`;
+      return row!.count;
+    },
+    resolveUnknown: async (instanceId, replanned, epoch) => {
+      const rows = await sql`
+        update public.instance_operations o
+        set status = case when o.action = any(${[...ARCHIVE_ACTIONS]}::text[])
+                            or (o.action, o.target) in (select * from unnest(${replanned.map((r) => r.action)}::text[], ${replanned.map((r) => r.target)}::text[]))
+                          then 'superseded' else 'succeeded' end::public.operation_status,
+            epoch = ${epoch},
+            error = coalesce(o.error || '; ', '') || case
+              when o.action = any(${[...ARCHIVE_ACTIONS]}::text[]) then 'resolved: superseded by the backup and restore records, from which the work resumes'
+              when (o.action, o.target) in (select * from unnest(${replanned.map((r) => r.action)}::text[], ${replanned.map((r) => r.target)}::text[]))
+                then 'resolved: a later pass observed the host and planned it again'
+              else 'resolved: a later pass observed the host and found nothing of it left to do' end
+        where o.instance_id = ${instanceId} and o.status = 'unknown'`;
       return rows.count;
     },
     succeededTargets: async (instanceId, action) => {

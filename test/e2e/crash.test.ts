@@ -4,6 +4,7 @@
  * restarted. Every restart must converge further, with no duplicate instance, no app outside the
  * instance's deterministic names, and nothing destroyed before a completed final backup.
  */
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -85,6 +86,22 @@ async function checkNoDuplicates(): Promise<void> {
   expect(ours.every((app) => appsOf(subdomain).includes(app)), `unexpected apps: ${ours.join(", ")}`).toBe(true);
 }
 
+/** Journal rows by status, and how many an observing pass resolved from `unknown`. */
+async function journal(): Promise<{ unresolved: number; resolved: number }> {
+  const [row] = await db.sql<{ unresolved: number; resolved: number }[]>`
+    select count(*) filter (where status in ('pending', 'unknown'))::int as unresolved,
+           count(*) filter (where error like '%resolved: %')::int as resolved
+    from instance_operations where instance_id = ${instanceId}`;
+  return row!;
+}
+
+/** `status` as an operator runs it: the instance's row, and whether it reports unknown outcomes. */
+async function statusOutput(): Promise<string> {
+  const result = spawnSync(process.execPath, ["src/bin.mjs", "status"], { env: { PATH: process.env.PATH, ...env }, encoding: "utf8", timeout: 60_000 });
+  expect(result.status, result.stderr).toBe(0);
+  return result.stdout;
+}
+
 async function completedBackups(): Promise<{ component: string; location: string; sha256: string; size_bytes: string }[]> {
   return db.sql`select component, location, sha256, size_bytes::text as size_bytes from instance_backups
                 where instance_id = ${instanceId} and backup_type = 'pre_deprovision' and status = 'completed'`;
@@ -103,6 +120,12 @@ describe("crash safety", () => {
       expect(runs).toBeLessThan(40);
     }
     expect(runs).toBeGreaterThan(10);
+    // Every kill after "executed" left a pending row; the pass that observed after each crash
+    // settled it, so none stays unknown and `status` reports none (issue 19).
+    const afterProvision = await journal();
+    expect(afterProvision.unresolved).toBe(0);
+    expect(afterProvision.resolved).toBeGreaterThanOrEqual(Math.floor(runs / 2) - 1);
+    expect(await statusOutput()).not.toMatch(/unknown outcome/);
 
     // Data worth keeping in the storage the teardown must back up.
     await writeFile(join(sandbox.control.storageDir(`${subdomain}-backend-data`), "agents.json"), JSON.stringify({ agents: ["a", "b"] }));
@@ -117,6 +140,9 @@ describe("crash safety", () => {
       expect(teardownRuns).toBeLessThan(30);
     }
     expect(teardownRuns).toBeGreaterThan(3);
+    const afterTeardown = await journal();
+    expect(afterTeardown.unresolved).toBe(0);
+    expect(afterTeardown.resolved).toBeGreaterThan(afterProvision.resolved);
     expect(appsOf(subdomain).filter((app) => sandbox.control.app(app) !== undefined)).toEqual([]);
     for (const backup of await completedBackups()) {
       const bytes = await readFile(join(dataDir, "backups", backup.location.replace(/^local:/, "")));

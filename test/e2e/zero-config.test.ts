@@ -10,7 +10,7 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { isAlive } from "../../src/state/embedded.ts";
+import { isRunning } from "../../src/state/embedded.ts";
 import { eventually } from "./harness.ts";
 import { type ServeProcess, startServe } from "./serve-process.ts";
 
@@ -98,11 +98,11 @@ describe("npm start on its embedded defaults", () => {
     await eventually("a fifth instance running", async () => runningInstances((await get(port, "/metrics")).body) === 5, 90_000);
 
     const pid = await postmasterPid();
-    expect(isAlive(pid)).toBe(true);
+    expect(await isRunning(pid)).toBe(true);
     first.kill("SIGINT");
     const exit = await first.exited;
     expect(exit.code).toBe(0);
-    await eventually("embedded Postgres stopped", () => !isAlive(pid), 20_000);
+    await eventually("embedded Postgres stopped", async () => !(await isRunning(pid)), 20_000);
 
     const second = serve();
     const port2 = await second.port;

@@ -10,7 +10,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { connect, withDatabaseName } from "../../src/state/db.ts";
-import { type EmbeddedDatabase, openEmbeddedDatabase } from "../../src/state/embedded.ts";
+import { type EmbeddedDatabase, openOwnEmbeddedDatabase } from "../../src/state/embedded.ts";
 import { migrate } from "../../src/state/migrate.ts";
 
 export const SUPABASE_TEMPLATE_DATABASE = "mindroom_test_supabase_template";
@@ -28,7 +28,7 @@ export interface SupabaseProject {
 export async function startSupabaseProject(dir: string): Promise<SupabaseProject> {
   // openEmbeddedDatabase keeps its superuser's name and password here; Supabase's is supabase_admin.
   await writeFile(join(dir, "pg-credentials.json"), JSON.stringify({ user: "supabase_admin", password: randomBytes(18).toString("hex") }), { mode: 0o600 });
-  const server = await openEmbeddedDatabase(dir, () => {});
+  const server = await openOwnEmbeddedDatabase(dir, () => {});
   const password = randomBytes(18).toString("hex");
   const admin = connect(server.url, { max: 1 });
   try {

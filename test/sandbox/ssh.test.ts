@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -299,6 +299,27 @@ describe("auth, faults and persistence", () => {
         c2.end();
       } finally {
         await b.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("state.json (every app's env) is readable by its owner only, also when an older file was 0644", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sandbox-state-"));
+    try {
+      // A file (and a stale tmp file) written world-readable by an earlier version.
+      writeFileSync(join(dir, "state.json"), JSON.stringify({ apps: [], storageEntries: [] }), { mode: 0o644 });
+      writeFileSync(join(dir, "state.json.tmp"), "{}", { mode: 0o644 });
+      const sb = await startSandbox({ stateDir: dir });
+      try {
+        const c = await connect(sb.port);
+        await exec(c, "apps:create secret-frontend");
+        await exec(c, "config:set --no-restart secret-frontend ADMIN_TOKEN=s3cr3t");
+        c.end();
+        expect(statSync(join(dir, "state.json")).mode & 0o777).toBe(0o600);
+      } finally {
+        await sb.close();
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -202,6 +202,22 @@ describe("other triggers and constraints", () => {
   });
 });
 
+describe("an instance's subdomain (migration 0011)", () => {
+  test("a rename is refused with a clear error and changes nothing; other updates still pass", async () => {
+    const c = await createInstance(db.sql);
+    const [before] = await db.sql<{ subdomain: string; generation: number }[]>`select subdomain, generation::int as generation from instances where id = ${c.instanceId}`;
+    const rename = db.sql`update instances set subdomain = 'renamed-sub' where id = ${c.instanceId}`;
+    await expect(rename).rejects.toMatchObject({
+      code: SQLSTATE.checkViolation,
+      message: `instance ${c.instanceId}: the subdomain cannot change (${before!.subdomain} -> renamed-sub)`,
+      hint: "create a new instance and restore a backup of this one into it",
+    });
+    expect(await sqlState(db.sql`update instances set subdomain = subdomain, desired_state = 'stopped' where id = ${c.instanceId}`)).toBe("ok");
+    const [after] = await db.sql<{ subdomain: string; generation: number }[]>`select subdomain, generation::int as generation from instances where id = ${c.instanceId}`;
+    expect(after).toEqual({ subdomain: before!.subdomain, generation: before!.generation + 1 });
+  });
+});
+
 describe("epoch fencing of instance_operations", () => {
   test("only the current lease epoch may write the journal", async () => {
     const c = await createInstance(db.sql);

@@ -4,7 +4,7 @@
  * every mutation when persistence is on, so a restarted sandbox sees the same host.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import { z } from "zod";
@@ -129,7 +129,11 @@ export class Store {
     for (const e of parsed.storageEntries) this.storageEntries.add(e);
   }
 
-  /** Writes atomically (tmp + rename). Cheap enough to call after every command. */
+  /**
+   * Writes atomically (tmp + rename), readable by this user only: the file holds every app's
+   * environment (secrets, derived admin tokens). chmod covers a stale tmp file left by a crash,
+   * which writeFileSync's mode would not change. Cheap enough to call after every command.
+   */
   save(): void {
     if (this.file === undefined) return;
     const apps = [...this.apps.values()].map((a) => ({
@@ -137,7 +141,8 @@ export class Store {
       env: Object.fromEntries([...a.env].map(([k, v]) => [k, v.toString("base64")])),
     }));
     const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ apps, storageEntries: [...this.storageEntries] }));
+    writeFileSync(tmp, JSON.stringify({ apps, storageEntries: [...this.storageEntries] }), { mode: 0o600 });
+    chmodSync(tmp, 0o600);
     renameSync(tmp, this.file);
   }
 
