@@ -34,8 +34,9 @@ afterAll(async () => {
 describe("an installation without the embedded Postgres binaries", () => {
   test("without DATABASE_URL: one line naming DATABASE_URL, exit 2, nothing started", () => {
     const dataDir = join(install, "data");
-    const run = spawnSync(process.execPath, [join(install, "src", "bin.mjs"), "migrate"], {
-      env: { PATH: process.env.PATH, DATA_DIR: dataDir },
+    // `serve` owns the embedded database, so it is the command that would start one.
+    const run = spawnSync(process.execPath, [join(install, "src", "bin.mjs"), "serve"], {
+      env: { PATH: process.env.PATH, DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn" },
       encoding: "utf8",
       timeout: 60_000,
     });
