@@ -122,6 +122,10 @@ const imageAllowlist = z
       .min(1, ALLOWLIST_EXPECTED),
   );
 
+const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
+/** `a@b.c` or `Name <a@b.c>`. */
+const EMAIL_OR_NAMED = /^([^<>@]*<[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+)$/;
+
 const schema = z.object({
   DATABASE_URL: optionalText.pipe(z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional()),
   DATA_DIR: z.string().min(1).default(DEFAULTS.DATA_DIR),
@@ -166,7 +170,10 @@ const schema = z.object({
   BACKUP_STORE: optionalText.pipe(z.enum(["local", "supabase"], "expected local or supabase").optional()),
   SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
   SUPABASE_SERVICE_ROLE_KEY: optionalText,
-  SMTP_URL: optionalText,
+  SMTP_URL: optionalText.pipe(z.url({ protocol: /^smtps?$/, error: "expected an smtp:// (STARTTLS when offered) or smtps:// (TLS) URL, such as smtp://user:password@mail.example.com:587" }).optional()),
+  SMTP_FROM: optionalText.pipe(z.string().regex(EMAIL_OR_NAMED, "expected a sender address such as MindRoom <noreply@mindroom.example.com>").optional()),
+  ALERT_EMAIL: optionalText.pipe(z.string().regex(EMAIL, "expected one email address such as ops@example.com").optional()),
+  PUBLIC_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected the http(s):// URL where this daemon's HTTP port is reachable, such as https://controller.mindroom.example.com" }).optional()),
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], "expected one of trace, debug, info, warn, error, fatal, silent").default(DEFAULTS.LOG_LEVEL),
   ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
   SANDBOX_DOKKU_VERSION: z.enum(["0.30", "0.34", "0.38"], "expected 0.30, 0.34 or 0.38").default(DEFAULTS.SANDBOX_DOKKU_VERSION),
@@ -214,7 +221,12 @@ export interface Config {
     readonly manualPerDay: number;
   };
   readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined };
-  readonly smtpUrl: string | undefined;
+  /** Email over SMTP; undefined: notifications go to the log. */
+  readonly smtp: { readonly url: string; readonly from: string } | undefined;
+  /** Where operator alerts (failed instances, backups) go; undefined: to the log only. */
+  readonly alertEmail: string | undefined;
+  /** This daemon's external base URL (signed backup download links in emails); undefined: no links. */
+  readonly publicUrl: string | undefined;
   readonly logLevel: Raw["LOG_LEVEL"];
   readonly allowOrphanDestroy: boolean;
   readonly sandboxDokkuVersion: Raw["SANDBOX_DOKKU_VERSION"];
@@ -250,6 +262,9 @@ function checkCombinations(raw: Raw): void {
   const refused = raw.IMAGE_ALLOWLIST && templateRepositories(DEFAULT_TEMPLATE).filter((repository) => !imageAllowed(repository, raw.IMAGE_ALLOWLIST!));
   if (refused && refused.length > 0) {
     throw new ConfigError("IMAGE_ALLOWLIST", `must allow the template's own images too; add ${refused.join(", ")}`);
+  }
+  if (raw.SMTP_URL && !raw.SMTP_FROM) {
+    throw new ConfigError("SMTP_FROM", "must be set with SMTP_URL: the sender address of every email, such as MindRoom <noreply@mindroom.example.com>");
   }
   if (raw.BACKUP_STORE === "supabase" && (!raw.SUPABASE_URL || !raw.SUPABASE_SERVICE_ROLE_KEY)) {
     throw new ConfigError("BACKUP_STORE", "supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY to be set");
@@ -287,7 +302,9 @@ function toConfig(raw: Raw): Config {
       manualPerDay: raw.BACKUP_MANUAL_PER_DAY,
     },
     supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY },
-    smtpUrl: raw.SMTP_URL,
+    smtp: raw.SMTP_URL && raw.SMTP_FROM ? { url: raw.SMTP_URL, from: raw.SMTP_FROM } : undefined,
+    alertEmail: raw.ALERT_EMAIL,
+    publicUrl: raw.PUBLIC_URL?.replace(/\/+$/, ""),
     logLevel: raw.LOG_LEVEL,
     allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",
     sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,
