@@ -3,8 +3,8 @@
  * behaves; at least once, with the same Message-ID, when it drops after DATA; `failed` after the
  * attempts otherwise; and no database connection is held while a server stalls.
  */
-import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";

@@ -58,7 +58,7 @@ export async function startSmtpServer(behaviour: Behaviour, options: { auth?: bo
           return callback(Object.assign(new Error(`try later (${behaviour.code})`), { responseCode: behaviour.code }));
         }
         const to = session.envelope.rcptTo.map((r) => r.address).join(",");
-        received.push({ to, messageId: mail.messageId, subject: mail.subject, text: mail.text, html: mail.html, secure: session.secure, user: typeof session.user === "string" ? session.user : undefined });
+        received.push({ to, messageId: mail.messageId, subject: mail.subject, text: mail.text, html: mail.html ?? false, secure: session.secure, user: typeof session.user === "string" ? session.user : undefined });
         if (behaviour.kind === "drop-after-data" && n <= behaviour.times) {
           for (const connection of server.connections) (connection as unknown as { _socket: { destroy(): void } })._socket.destroy();
           return;

@@ -36,6 +36,8 @@ export class MailError extends Error {
 export interface Mailer {
   /** Resolves when the server accepted the message; rejects with MailError otherwise. */
   send(mail: OutgoingMail, signal: AbortSignal): Promise<void>;
+  /** Connects, upgrades with STARTTLS and authenticates without sending; rejects with MailError. */
+  verify(): Promise<void>;
   /** Closes pooled connections; a send in flight finishes first. Idempotent. */
   close(): void;
 }
@@ -68,6 +70,13 @@ export function createSmtpMailer(options: SmtpOptions): Mailer {
     async send(mail, signal) {
       try {
         await transport.sendMail({ from: options.from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html, messageId: mail.messageId, signal });
+      } catch (error) {
+        throw classify(error);
+      }
+    },
+    async verify() {
+      try {
+        await transport.verify();
       } catch (error) {
         throw classify(error);
       }
