@@ -127,6 +127,10 @@ const imageAllowlist = z
       .min(1, ALLOWLIST_EXPECTED),
   );
 
+const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
+/** `a@b.c` or `Name <a@b.c>`. */
+const EMAIL_OR_NAMED = /^([^<>@]*<[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+)$/;
+
 const schema = z.object({
   DATABASE_URL: optionalText.pipe(z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional()),
   DATA_DIR: z.string().min(1).default(DEFAULTS.DATA_DIR),
@@ -182,7 +186,10 @@ const schema = z.object({
   SUPABASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected an http(s):// URL" }).optional()),
   SUPABASE_SERVICE_ROLE_KEY: optionalText,
   SUPABASE_BACKUP_BUCKET: z.string().regex(/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$/, "expected a bucket name (letters, digits, _ . -)").default(DEFAULTS.SUPABASE_BACKUP_BUCKET),
-  SMTP_URL: optionalText,
+  SMTP_URL: optionalText.pipe(z.url({ protocol: /^smtps?$/, error: "expected an smtp:// (STARTTLS when offered) or smtps:// (TLS) URL, such as smtp://user:password@mail.example.com:587" }).optional()),
+  SMTP_FROM: optionalText.pipe(z.string().regex(EMAIL_OR_NAMED, "expected a sender address such as MindRoom <noreply@mindroom.example.com>").optional()),
+  ALERT_EMAIL: optionalText.pipe(z.string().regex(EMAIL, "expected one email address such as ops@example.com").optional()),
+  PUBLIC_URL: optionalText.pipe(z.url({ protocol: /^https?$/, error: "expected the http(s):// URL where this daemon's HTTP port is reachable, such as https://controller.mindroom.example.com" }).optional()),
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], "expected one of trace, debug, info, warn, error, fatal, silent").default(DEFAULTS.LOG_LEVEL),
   ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
   SANDBOX_DOKKU_VERSION: z.enum(["0.30", "0.34", "0.38"], "expected 0.30, 0.34 or 0.38").default(DEFAULTS.SANDBOX_DOKKU_VERSION),
@@ -240,7 +247,12 @@ export interface Config {
     readonly prefix: string;
   };
   readonly supabase: { readonly url: string | undefined; readonly serviceRoleKey: string | undefined; readonly backupBucket: string };
-  readonly smtpUrl: string | undefined;
+  /** Email over SMTP; undefined: notifications go to the log. */
+  readonly smtp: { readonly url: string; readonly from: string } | undefined;
+  /** Where operator alerts (failed instances, backups) go; undefined: to the log only. */
+  readonly alertEmail: string | undefined;
+  /** This daemon's external base URL (signed backup download links in emails); undefined: no links. */
+  readonly publicUrl: string | undefined;
   readonly logLevel: Raw["LOG_LEVEL"];
   readonly allowOrphanDestroy: boolean;
   readonly sandboxDokkuVersion: Raw["SANDBOX_DOKKU_VERSION"];
@@ -276,6 +288,9 @@ function checkCombinations(raw: Raw): void {
   const refused = raw.IMAGE_ALLOWLIST && templateRepositories(DEFAULT_TEMPLATE).filter((repository) => !imageAllowed(repository, raw.IMAGE_ALLOWLIST!));
   if (refused && refused.length > 0) {
     throw new ConfigError("IMAGE_ALLOWLIST", `must allow the template's own images too; add ${refused.join(", ")}`);
+  }
+  if (raw.SMTP_URL && !raw.SMTP_FROM) {
+    throw new ConfigError("SMTP_FROM", "must be set with SMTP_URL: the sender address of every email, such as MindRoom <noreply@mindroom.example.com>");
   }
   checkBackupStore(raw);
 }
@@ -330,7 +345,9 @@ function toConfig(raw: Raw): Config {
       prefix: raw.S3_PREFIX,
     },
     supabase: { url: raw.SUPABASE_URL, serviceRoleKey: raw.SUPABASE_SERVICE_ROLE_KEY, backupBucket: raw.SUPABASE_BACKUP_BUCKET },
-    smtpUrl: raw.SMTP_URL,
+    smtp: raw.SMTP_URL && raw.SMTP_FROM ? { url: raw.SMTP_URL, from: raw.SMTP_FROM } : undefined,
+    alertEmail: raw.ALERT_EMAIL,
+    publicUrl: raw.PUBLIC_URL?.replace(/\/+$/, ""),
     logLevel: raw.LOG_LEVEL,
     allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",
     sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,

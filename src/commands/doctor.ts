@@ -9,12 +9,14 @@ import { join, resolve } from "node:path";
 import { Registry } from "prom-client";
 
 import { createDokkuDriver } from "../drivers/dokku/driver.ts";
+import { createSmtpMailer } from "../drivers/mail/smtp.ts";
 import { coerceError } from "../errors.ts";
 import { needsSandbox } from "../runtime/hosts.ts";
 import { loadKeyMaterial } from "../runtime/secrets.ts";
 import { createStripeClient } from "../sources/stripe-sources.ts";
 import { listHosts, pinHostKey } from "../state/hosts.ts";
 import { migrationStatus } from "../state/migrate.ts";
+import { outboxSummary } from "../state/notifications.ts";
 import { type CommandContext, withDatabase } from "./common.ts";
 
 interface Check {
@@ -29,7 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   return withDatabase(async (ctx) => {
-    const checks = [await database(ctx), ...(await hosts(ctx)), ...(await stripe(ctx)), await inbox(ctx)];
+    const checks = [await database(ctx), ...(await hosts(ctx)), ...(await stripe(ctx)), await inbox(ctx), await email(ctx)];
     for (const check of checks) process.stdout.write(`${check.ok ? "ok  " : "FAIL"}  ${check.name}: ${check.detail}\n`);
     const failed = checks.filter((check) => !check.ok).length;
     process.stdout.write(`\n${failed === 0 ? "everything looks right" : `${failed} problem${failed === 1 ? "" : "s"} found`}\n`);
@@ -104,4 +106,20 @@ async function inbox(ctx: CommandContext): Promise<Check> {
   return dead > 0
     ? { name: "stripe inbox", ok: false, detail: `${dead} dead-lettered events: see mindroom-reconciler status, fix the cause, then stripe sync` }
     : { name: "stripe inbox", ok: true, detail: `${row?.pending ?? 0} pending, none dead` };
+}
+
+async function email(ctx: CommandContext): Promise<Check> {
+  const outbox = await outboxSummary(ctx.db.sql);
+  const queued = `${outbox.pending} pending, ${outbox.failed} failed in the last 7 days`;
+  if (!ctx.config.smtp) return { name: "email", ok: true, detail: `off: SMTP_URL is not set, so notifications are only written to the log (${queued})` };
+  const mailer = createSmtpMailer({ ...ctx.config.smtp, timeoutMs: 15_000 });
+  try {
+    await mailer.verify();
+  } catch (error) {
+    return { name: "email", ok: false, detail: `${coerceError(error).message}: check SMTP_URL (${queued})` };
+  } finally {
+    mailer.close();
+  }
+  if (outbox.failed > 0) return { name: "email", ok: false, detail: `SMTP server reachable, but ${queued}: see mindroom-reconciler status and README "Emails are not arriving"` };
+  return { name: "email", ok: true, detail: `SMTP server reachable and accepts our credentials (${queued})` };
 }

@@ -8,6 +8,7 @@ import type { Config } from "../config.ts";
 import { billingPhase, effectivePhase } from "../reconciler/desired.ts";
 import type { Condition, Phase } from "../reconciler/types.ts";
 import { createInstanceStore } from "../state/instances.ts";
+import { outboxSummary } from "../state/notifications.ts";
 import { printTable, withDatabase } from "./common.ts";
 
 interface Row {
@@ -36,6 +37,7 @@ export async function run(argv: string[]): Promise<number> {
     const rows = await loadRows(db.sql);
     printRows(rows, await desiredPhases(db.sql, config, rows));
     await printInbox(db.sql);
+    await printOutbox(db.sql, config);
     return 0;
   });
 }
@@ -126,4 +128,13 @@ async function printInbox(sql: Sql): Promise<void> {
   const dead = await sql<{ id: string; type: string; last_error: string | null }[]>`
     select id, type, last_error from public.stripe_events where status = 'dead' order by received_at desc limit 10`;
   for (const event of dead) process.stdout.write(`  dead: ${event.id} ${event.type}: ${event.last_error ?? "(no error recorded)"}\n`);
+}
+
+async function printOutbox(sql: Sql, config: Config): Promise<void> {
+  const outbox = await outboxSummary(sql);
+  const via = config.smtp ? "SMTP" : "the log (SMTP_URL is not set)";
+  const oldest = outbox.oldestPendingSeconds === null ? "" : ` (oldest queued ${Math.round(outbox.oldestPendingSeconds)} s ago)`;
+  process.stdout.write(`email outbox: via ${via}, ${outbox.pending} pending${oldest}, ${outbox.failed} failed in the last 7 days\n`);
+  const last = outbox.lastFailure;
+  if (last) process.stdout.write(`  last failed: notification ${last.id} (${last.kind}): ${last.error ?? "(no error recorded)"}\n`);
 }

@@ -34,7 +34,7 @@ import { createBackupPort, createRestorePort } from "./backups.ts";
 import { createHealthGate } from "./health-gate.ts";
 import { runScheduledJobs } from "./jobs.ts";
 import { OperatorRequests } from "./operator-requests.ts";
-import { runOutbox } from "./outbox.ts";
+import { createOutboxMetrics, outboxOptions, runOutbox } from "./outbox.ts";
 
 export interface ControllerRuntimeOptions {
   readonly sql: Sql;
@@ -86,6 +86,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
   const metrics = createControllerMetrics(registry, { leaderElection: "reconciler" });
   metrics.initMetrics();
   const backupMetrics = createBackupMetrics(registry, options.backupStore.kind);
+  const outboxMetrics = createOutboxMetrics(registry);
   const driver = createDokkuDriver({
     privateKey: options.sshPrivateKey,
     registry,
@@ -145,8 +146,11 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
       return true;
     },
     run: async (signal) => {
+      // Every replica delivers email, leader or not: the outbox claims rows with SKIP LOCKED.
+      const outbox = runOutbox(outboxOptions({ ...config, sql, metrics: outboxMetrics, masterKey: options.masterKey, logger: logger.child({ component: "outbox" }) }), signal);
       await elector.start(signal);
       await term;
+      await outbox;
       await driver.close();
     },
   };
@@ -276,7 +280,6 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     prober.start(signal),
     publishInstanceGauge(deps, signal),
     runScheduledJobs(sql, deps.tuning.now, logger.child({ component: "jobs" }), signal),
-    runOutbox(sql, logger.child({ component: "outbox" }), signal),
     runBackupJobs(
       { sql, store: deps.backupStore, masterKey: deps.masterKey, dailyAtMinute: config.backups.dailyAtMinute, retentionMs: config.backups.retentionMs, metrics: deps.backupMetrics, logger: logger.child({ component: "backups" }) },
       deps.tuning.now,
