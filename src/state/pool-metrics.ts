@@ -9,16 +9,24 @@
 import type { Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
 
+import { withDeadline } from "./deadline.ts";
+
 /** Samples taken within this window answer the same scrape. */
 const SAMPLE_REUSE_MS = 1_000;
+/** A scrape must answer while the database hangs (it then reports mindroom_db_up 0). */
+const SAMPLE_DEADLINE_MS = 1_500;
 
 type Sample = { up: boolean; connections: { state: string; count: number }[] };
 
 export function registerPoolMetrics(registry: Registry, sql: Sql, applicationName: string, poolMax: number): void {
   const sample = sharedSample(async () => {
-    const rows = await sql<{ state: string | null; count: number }[]>`
-      select state, count(*)::int as count from pg_stat_activity
-      where application_name = ${applicationName} group by state`;
+    const rows = await withDeadline(
+      SAMPLE_DEADLINE_MS,
+      "pool metrics",
+      () => sql<{ state: string | null; count: number }[]>`
+        select state, count(*)::int as count from pg_stat_activity
+        where application_name = ${applicationName} group by state`,
+    );
     return rows.map((row) => ({ state: row.state ?? "unknown", count: row.count }));
   });
   new Gauge({
