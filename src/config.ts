@@ -23,6 +23,8 @@ export const DEFAULTS = {
   LOG_LEVEL: "info",
   SANDBOX_DOKKU_VERSION: "0.38",
   LEADER_LEASE_TTL: "15s",
+  DB_REQUEST_TIMEOUT: "5s",
+  DB_STATEMENT_TIMEOUT: "60s",
   BACKUP_TIME: "03:00",
   BACKUP_RETENTION: "30d",
   BACKUP_MANUAL_PER_DAY: 5,
@@ -194,6 +196,8 @@ const schema = z.object({
   ALLOW_ORPHAN_DESTROY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
   SANDBOX_DOKKU_VERSION: z.enum(["0.30", "0.34", "0.38"], "expected 0.30, 0.34 or 0.38").default(DEFAULTS.SANDBOX_DOKKU_VERSION),
   LEADER_LEASE_TTL: duration("how long a leader's lease lasts without renewal; failover takes about this long").prefault(DEFAULTS.LEADER_LEASE_TTL),
+  DB_REQUEST_TIMEOUT: duration("how long a request (the Stripe webhook) waits for the database before answering 503").prefault(DEFAULTS.DB_REQUEST_TIMEOUT),
+  DB_STATEMENT_TIMEOUT: duration("the server-side statement_timeout of every connection").prefault(DEFAULTS.DB_STATEMENT_TIMEOUT),
   FAULT_KILL_AFTER_ACTIONS: optionalText.pipe(
     z
       .string()
@@ -257,6 +261,10 @@ export interface Config {
   readonly allowOrphanDestroy: boolean;
   readonly sandboxDokkuVersion: Raw["SANDBOX_DOKKU_VERSION"];
   readonly leaderLeaseTtlMs: number;
+  /** The webhook's (and any request's) deadline on the database: past it, 503 with Retry-After. */
+  readonly dbRequestTimeoutMs: number;
+  /** statement_timeout set on every connection: a statement the server runs longer is cancelled. */
+  readonly dbStatementTimeoutMs: number;
   /**
    * Test-only fault injection: SIGKILL this process right after its Nth external action ran
    * (`executed`, before the journal records it) or was journaled. Unset in production.
@@ -352,6 +360,8 @@ function toConfig(raw: Raw): Config {
     allowOrphanDestroy: raw.ALLOW_ORPHAN_DESTROY === "true",
     sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,
     leaderLeaseTtlMs: raw.LEADER_LEASE_TTL,
+    dbRequestTimeoutMs: raw.DB_REQUEST_TIMEOUT,
+    dbStatementTimeoutMs: raw.DB_STATEMENT_TIMEOUT,
     faultKillAfterActions: raw.FAULT_KILL_AFTER_ACTIONS ? parseFault(raw.FAULT_KILL_AFTER_ACTIONS) : undefined,
   };
 }

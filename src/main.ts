@@ -25,6 +25,8 @@ import { createStripeMetrics } from "./sources/stripe-metrics.ts";
 import { startStripeSources } from "./sources/stripe-sources.ts";
 import { acquireDataDirLock } from "./state/data-dir-lock.ts";
 import { connect, type Database, openDatabase, seed } from "./state/db.ts";
+import { withDeadline } from "./state/deadline.ts";
+import { superviseEmbeddedPostgres } from "./state/embedded-supervisor.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
 
@@ -44,6 +46,11 @@ export interface Daemon {
   readonly sandbox: Sandbox | undefined;
   readonly db: Database;
   readonly registry: Registry;
+  /**
+   * Resolves (with the reason) when the daemon cannot go on and must exit 1 so that its own
+   * supervisor restarts it: the embedded Postgres kept dying. Never rejects.
+   */
+  readonly fatal: Promise<string>;
   /** Stops everything in reverse start order. Idempotent. */
   stop(): Promise<void>;
 }
@@ -70,9 +77,9 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const bound = await listen(server, config.port);
     stops.push(() => closeServer(server));
     const applicationName = `mindroom-reconciler:${hostname()}:${process.pid}`;
-    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, lock }, (message) => logger.info(message), { max: CONTROLLER_POOL_MAX, applicationName });
+    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, lock, dbStatementTimeoutMs: config.dbStatementTimeoutMs }, (message) => logger.info(message), { max: CONTROLLER_POOL_MAX, applicationName });
     stops.push(() => db.close());
-    const webhookSql = connect(db.url, { max: WEBHOOK_POOL_MAX, applicationName });
+    const webhookSql = connect(db.url, { max: WEBHOOK_POOL_MAX, applicationName, statementTimeoutMs: config.dbStatementTimeoutMs });
     stops.push(() => webhookSql.end({ timeout: 5 }));
     const result = await migrate(db.sql);
     logger.info({ applied: result.applied, migration: result.current }, "database migrated");
@@ -83,6 +90,13 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     registerPoolMetrics(registry, db.sql, applicationName, POOL_MAX);
+    let declareFatal: (reason: string) => void = () => {};
+    const fatal = new Promise<string>((resolveFatal) => (declareFatal = resolveFatal));
+    if (db.ownedServer) {
+      // Only here, in `serve` holding the DATA_DIR lock, is the embedded server supervised.
+      const supervisor = superviseEmbeddedPostgres({ server: db.ownedServer, registry, logger: logger.child({ component: "embedded-postgres" }), onExhausted: declareFatal });
+      stops.push(() => supervisor.stop());
+    }
     const sandboxMode = await needsSandbox(db.sql, config);
     const keys = await loadKeyMaterial(config, sandboxMode);
     const hosts = await setUpHosts(db.sql, config, logger, sandboxMode, publicKeyOf(keys.sshPrivateKey));
@@ -111,7 +125,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       [`GET ${DOWNLOAD_PREFIX}*`]: downloadHandler({ sql: db.sql, store: backupStore, masterKey: keys.masterKey, now: () => new Date(), logger }),
     });
     logger.info({ address: bound.address, port: bound.port }, `listening on http://${bound.address}:${bound.port} (/healthz, /readyz, /metrics, /webhooks/stripe)`);
-    return { port: bound.port, db, registry, controller, sandbox: hosts.sandbox, stop: once(() => runStops(stops, logger)) };
+    return { port: bound.port, db, registry, controller, sandbox: hosts.sandbox, fatal, stop: once(() => runStops(stops, logger)) };
   } catch (error) {
     await runStops(stops, logger);
     throw error;
@@ -126,7 +140,7 @@ async function startStripe(pools: { sql: Sql; webhookSql: Sql }, config: Config,
   else if (sandboxMode && config.stripe.webhookSecrets.length === 0) logger.warn({ webhookSecretFile }, "SANDBOX MODE: using the Stripe webhook secret generated earlier; `mindroom-reconciler stripe send` uses it");
   const stopping = new AbortController();
   const sources = startStripeSources(
-    { ...pools, config: { stripe: { ...config.stripe, webhookSecrets: secrets } }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
+    { ...pools, config: { stripe: { ...config.stripe, webhookSecrets: secrets }, dbRequestTimeoutMs: config.dbRequestTimeoutMs }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
     stopping.signal,
   );
   const webhook: Handler = sources.webhook ?? ((_req, res) => sendJson(res, 503, { error: "STRIPE_WEBHOOK_SECRET is not set: this daemon cannot verify Stripe webhooks" }));
@@ -147,9 +161,12 @@ function startingRoutes(): Routes {
   };
 }
 
+/** /readyz answers within this whatever the database does (a load balancer's probe is short). */
+const READINESS_DEADLINE_MS = 2_000;
+
 async function readiness(db: Database): Promise<string | undefined> {
   try {
-    const status = await migrationStatus(db.sql);
+    const status = await withDeadline(READINESS_DEADLINE_MS - 250, "readiness probe", () => migrationStatus(db.sql));
     return status.pending > 0 ? `${status.pending} migrations pending` : undefined;
   } catch (error) {
     return `database unreachable: ${(error as Error).message}`;

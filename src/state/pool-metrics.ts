@@ -5,6 +5,11 @@
 import type { Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
 
+import { withDeadline } from "./deadline.ts";
+
+/** A scrape must answer while the database hangs (it then reports mindroom_db_up 0). */
+const SAMPLE_DEADLINE_MS = 1_500;
+
 interface StateCount {
   readonly state: string | null;
   readonly count: number;
@@ -15,9 +20,13 @@ export function registerPoolMetrics(registry: Registry, sql: Sql, applicationNam
   // query: the first collect starts it, the other joins it; undefined means the database failed.
   let inFlight: Promise<StateCount[] | undefined> | undefined;
   const poll = (): Promise<StateCount[] | undefined> =>
-    (inFlight ??= sql<StateCount[]>`
+    (inFlight ??= withDeadline(
+      SAMPLE_DEADLINE_MS,
+      "pool metrics",
+      () => sql<StateCount[]>`
         select state, count(*)::int as count from pg_stat_activity
-        where application_name = ${applicationName} group by state`
+        where application_name = ${applicationName} group by state`,
+    )
       .then((rows) => [...rows], () => undefined)
       .finally(() => (inFlight = undefined)));
   new Gauge({
