@@ -87,8 +87,18 @@ function reportFatal(error: unknown, command: string): number {
     process.stderr.write(`error: ${error.message}\n`);
     return 2;
   }
+  if (isDatabaseUnavailable(error)) {
+    process.stderr.write(`mindroom-reconciler ${command}: the database is not accepting connections right now (starting, recovering or down: ${(error as Error).message}); retry in a few seconds\n`);
+    return 1;
+  }
   process.stderr.write(`error: ${describeChain(error)}\n`);
   return 1;
+}
+
+/** Postgres starting up or recovering (57P03), or nothing listening: transient, worth one line. */
+function isDatabaseUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "57P03" || code === "ECONNREFUSED" || code === "CONNECT_TIMEOUT";
 }
 
 /** node:util parseArgs rejects unknown options and missing values with these codes. */
