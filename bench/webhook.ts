@@ -18,10 +18,10 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 import Stripe from "stripe";
 
-import { createStripeWebhookHandler } from "../src/sources/stripe.ts";
-import { StripeInbox } from "../src/sources/stripe-inbox.ts";
-import { createStripeMetrics } from "../src/sources/stripe-metrics.ts";
-import { StripeSim } from "../src/sources/stripe-sim.ts";
+import { StripeInbox } from "../src/sources/stripe/inbox.ts";
+import { createStripeMetrics } from "../src/sources/stripe/metrics.ts";
+import { StripeSim } from "../src/sources/stripe/sim.ts";
+import { createStripeWebhookHandler } from "../src/sources/stripe/webhook.ts";
 import { connect, withDatabaseName } from "../src/state/db.ts";
 import { openOwnEmbeddedDatabase } from "../src/state/embedded.ts";
 import { migrate } from "../src/state/migrate.ts";

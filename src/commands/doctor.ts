@@ -13,7 +13,7 @@ import { createSmtpMailer } from "../drivers/mail/smtp.ts";
 import { coerceError } from "../errors.ts";
 import { needsSandbox } from "../runtime/hosts.ts";
 import { loadKeyMaterial } from "../runtime/secrets.ts";
-import { createStripeClient } from "../sources/stripe-sources.ts";
+import { createStripeClient } from "../sources/stripe/sources.ts";
 import { listHosts, pinHostKey } from "../state/hosts.ts";
 import { migrationStatus } from "../state/migrate.ts";
 import { outboxSummary } from "../state/notifications.ts";

@@ -1,6 +1,6 @@
 /**
  * `mindroom-reconciler stripe sync [--customer ID]` and `stripe send TRIGGER [...]`
- * (src/sources/stripe-cli.ts). `send` needs the database only for a follow-up on an existing
+ * (src/sources/stripe/cli.ts). `send` needs the database only for a follow-up on an existing
  * `--subscription` without `--tier` (to keep its current tier). It signs with STRIPE_WEBHOOK_SECRET or,
  * when that is unset, with the secret a sandbox-mode daemon generated into DATA_DIR; it never
  * invents one the daemon does not know.
@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 
 import { type Config, ConfigError, loadConfig } from "../config.ts";
-import { run as runStripeCli } from "../sources/stripe-cli.ts";
+import { run as runStripeCli } from "../sources/stripe/cli.ts";
 import { tierOfStripeSubscription } from "../state/instances.ts";
 import { withDatabase } from "./common.ts";
 

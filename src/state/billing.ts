@@ -1,6 +1,6 @@
 /**
  * Billing repository: writes `accounts` and `subscriptions` from Stripe snapshots (mapped by the
- * pure src/sources/stripe-map.ts). Only the controller writes these columns; triggers (0003) copy
+ * pure src/sources/stripe/map.ts). Only the controller writes these columns; triggers (0003) copy
  * limits and features when the tier changes, maintain `past_due_since`, audit status changes as
  * `subscription_status_changed` and `pg_notify('mindroom_reconcile', id)`.
  *
@@ -17,7 +17,7 @@ import {
   type StoredBilling,
   storedRank,
   type SubscriptionSnapshot,
-} from "../sources/stripe-map.ts";
+} from "../sources/stripe/map.ts";
 import { type Db, sameSecondSubscriptionEvents } from "./stripe-events.ts";
 
 /** Where a write came from, for the audit trail. */
@@ -164,9 +164,9 @@ export interface ApplySubscriptionOptions {
   readonly accountId: string;
   /** Payloads: the event's `created`; API snapshots: the time of the fetch. */
   readonly stateAt: Date;
-  /** True for payloads (no API key): the ordering guard of stripe-map.ts decides. */
+  /** True for payloads (no API key): the ordering guard of map.ts decides. */
   readonly guard: boolean;
-  /** Payloads: the event's type, which can say where it stands within its second (stripe-map.ts). */
+  /** Payloads: the event's type, which can say where it stands within its second (map.ts). */
   readonly eventType?: string;
   readonly source: BillingSource;
 }

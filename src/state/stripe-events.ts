@@ -2,7 +2,7 @@
  * The Stripe webhook inbox (`stripe_events`). The event id is the key: every insert is
  * `ON CONFLICT DO NOTHING`, so a duplicate delivery or a catch-up overlap changes nothing.
  *
- * Status transitions (owned by the inbox worker, src/sources/stripe-inbox.ts):
+ * Status transitions (owned by the inbox worker, src/sources/stripe/inbox.ts):
  *   pending ──processed──► processed
  *   pending ──deferred───► pending (next_attempt_at later, attempts unchanged: waiting for its customer)
  *   pending ──failed─────► pending (attempts+1, next_attempt_at = backoff)  or  dead (after N attempts)

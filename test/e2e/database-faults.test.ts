@@ -12,7 +12,7 @@ import { join } from "node:path";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { scenario } from "../../src/sources/stripe-cli.ts";
+import { scenario } from "../../src/sources/stripe/cli.ts";
 import { isRunning } from "../../src/state/embedded.ts";
 import { eventually } from "./harness.ts";
 import { type ServeProcess, startServe } from "./serve-process.ts";

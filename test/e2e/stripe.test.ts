@@ -25,8 +25,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createLocalStore } from "../../src/drivers/backup-store/local.ts";
 import { openArchive } from "../../src/runtime/backups.ts";
 import { defaultDomainFor, HealthProber } from "../../src/sources/health.ts";
-import { createStripeMetrics } from "../../src/sources/stripe-metrics.ts";
-import { startStripeSources, type StripeSources } from "../../src/sources/stripe-sources.ts";
+import { createStripeMetrics } from "../../src/sources/stripe/metrics.ts";
+import { startStripeSources, type StripeSources } from "../../src/sources/stripe/sources.ts";
 import { deliver, FAKE_API_KEY, FakeClock, type FakeStripe, planDeliveries, startFakeStripe } from "../fake-stripe/index.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { StripeSim } from "../../src/sources/stripe-sim.ts";
+import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { eventually } from "./harness.ts";
 import { type ServeProcess, startServe } from "./serve-process.ts";

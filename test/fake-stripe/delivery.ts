@@ -6,7 +6,7 @@
  */
 import Stripe from "stripe";
 
-import type { JsonObject } from "../../src/sources/stripe-objects.ts";
+import type { JsonObject } from "../../src/sources/stripe/objects.ts";
 
 export interface Delivery {
   readonly event: JsonObject;

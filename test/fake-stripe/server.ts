@@ -1,7 +1,7 @@
 /**
  * A stateful fake of the Stripe API parts the controller uses, served over HTTP on 127.0.0.1 so the
  * REAL stripe-node client talks to it (`host`, `port`, `protocol: 'http'`). State and lifecycles
- * live in StripeSim (src/sources/stripe-sim.ts); this file is the wire: form-encoded bodies with
+ * live in StripeSim (src/sources/stripe/sim.ts); this file is the wire: form-encoded bodies with
  * bracket notation, query strings, `{object:'list', data, has_more, url}` pagination with
  * `starting_after` / `ending_before`, and Stripe-shaped errors (404 `resource_missing`).
  */
@@ -10,9 +10,9 @@ import type { AddressInfo } from "node:net";
 
 import Stripe from "stripe";
 
-import type { JsonObject } from "../../src/sources/stripe-objects.ts";
-import { PAID_TIERS, type PaidTier } from "../../src/sources/stripe-objects.ts";
-import { SimMissingError, SimStateError, StripeSim } from "../../src/sources/stripe-sim.ts";
+import type { JsonObject } from "../../src/sources/stripe/objects.ts";
+import { PAID_TIERS, type PaidTier } from "../../src/sources/stripe/objects.ts";
+import { SimMissingError, SimStateError, StripeSim } from "../../src/sources/stripe/sim.ts";
 import { arr, type FormObject, num, obj, parseForm, str } from "./form.ts";
 
 /** Unix-seconds clock the tests move by hand. */

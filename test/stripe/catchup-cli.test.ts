@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { catchUpEvents, sweepSubscriptions } from "../../src/sources/stripe-catchup.ts";
-import { run as runCli, scenario } from "../../src/sources/stripe-cli.ts";
-import { StripeInbox } from "../../src/sources/stripe-inbox.ts";
-import { startStripeSources } from "../../src/sources/stripe-sources.ts";
+import { catchUpEvents, sweepSubscriptions } from "../../src/sources/stripe/catchup.ts";
+import { run as runCli, scenario } from "../../src/sources/stripe/cli.ts";
+import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
+import { startStripeSources } from "../../src/sources/stripe/sources.ts";
 import { tierOfStripeSubscription } from "../../src/state/instances.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";

@@ -8,15 +8,15 @@
  *   reordering allowed) and the subscription's events have distinct `created` seconds, or share a
  *   second only where their event types say the order (a pause resumed in the same second, a
  *   cancellation in the same second as the step before it). Other same-second payloads and drops
- *   are outside the guarantee there (documented in stripe-map.ts and describeMode).
+ *   are outside the guarantee there (documented in map.ts and describeMode).
  */
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { catchUpEvents } from "../../src/sources/stripe-catchup.ts";
-import { StripeInbox } from "../../src/sources/stripe-inbox.ts";
-import type { JsonObject, PaidTier } from "../../src/sources/stripe-objects.ts";
-import { SimStateError,type StripeSim } from "../../src/sources/stripe-sim.ts";
+import { catchUpEvents } from "../../src/sources/stripe/catchup.ts";
+import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
+import type { JsonObject, PaidTier } from "../../src/sources/stripe/objects.ts";
+import { SimStateError,type StripeSim } from "../../src/sources/stripe/sim.ts";
 import { deliver, FakeClock, planDeliveries, startFakeStripe } from "../fake-stripe/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { newMetrics, SECRET, silentLogger, startWebhookServer, subscriptionRow, type WebhookServer } from "./helpers.ts";

@@ -5,9 +5,9 @@ import type { AddressInfo } from "node:net";
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
-import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe.ts";
-import { inboxRow, stripeEventSchema } from "../../src/sources/stripe-map.ts";
-import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe-metrics.ts";
+import { inboxRow, stripeEventSchema } from "../../src/sources/stripe/map.ts";
+import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe/metrics.ts";
+import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe/webhook.ts";
 import { insertStripeEvent } from "../../src/state/stripe-events.ts";
 
 export const SECRET = "whsec_test_current";

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 
-import { StripeInbox, type StripeInboxOptions } from "../../src/sources/stripe-inbox.ts";
-import { eventObject, priceObject, subscriptionObject } from "../../src/sources/stripe-objects.ts";
+import { StripeInbox, type StripeInboxOptions } from "../../src/sources/stripe/inbox.ts";
+import { eventObject, priceObject, subscriptionObject } from "../../src/sources/stripe/objects.ts";
 import { inboxSummary } from "../../src/state/stripe-events.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";

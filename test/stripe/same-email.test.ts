@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 
-import { StripeInbox } from "../../src/sources/stripe-inbox.ts";
+import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { ingest, newMetrics, silentLogger } from "./helpers.ts";

@@ -14,8 +14,8 @@ import {
   stripeEventSchema,
   tierOfPrice,
   UnknownPriceError,
-} from "../../src/sources/stripe-map.ts";
-import { priceObject, subscriptionObject } from "../../src/sources/stripe-objects.ts";
+} from "../../src/sources/stripe/map.ts";
+import { priceObject, subscriptionObject } from "../../src/sources/stripe/objects.ts";
 
 const T0 = 1_760_000_000;
 const d = (s: number): Date => new Date(s * 1000);

@@ -6,9 +6,9 @@
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import type { StripeLogger } from "../../src/sources/stripe.ts";
-import { eventObject } from "../../src/sources/stripe-objects.ts";
-import { MAX_PAYLOAD_DEPTH, unstorableReason } from "../../src/sources/stripe-storable.ts";
+import { eventObject } from "../../src/sources/stripe/objects.ts";
+import { MAX_PAYLOAD_DEPTH, unstorableReason } from "../../src/sources/stripe/storable.ts";
+import type { StripeLogger } from "../../src/sources/stripe/webhook.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { SECRET, startWebhookServer, type WebhookServer } from "./helpers.ts";
 

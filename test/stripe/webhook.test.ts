@@ -3,8 +3,8 @@ import { request } from "node:http";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { createStripeWebhookHandler, type StripeLogger } from "../../src/sources/stripe.ts";
-import { eventObject } from "../../src/sources/stripe-objects.ts";
+import { eventObject } from "../../src/sources/stripe/objects.ts";
+import { createStripeWebhookHandler, type StripeLogger } from "../../src/sources/stripe/webhook.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { counterValue, newMetrics, OLD_SECRET, SECRET, startWebhookServer, type WebhookServer } from "./helpers.ts";
 

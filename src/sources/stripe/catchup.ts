@@ -11,12 +11,12 @@
  */
 import type { Sql } from "postgres";
 
-import { coerceError } from "../errors.ts";
-import { type Db, insertStripeEvent, newestEventCreated } from "../state/stripe-events.ts";
-import type { StripeLogger } from "./stripe.ts";
-import { applyCustomerState, fetchCustomerState, type StripeClient } from "./stripe-apply.ts";
-import { eventTypeLabel, inboxRow, type PriceTierMap, stripeEventSchema } from "./stripe-map.ts";
-import type { StripeMetrics } from "./stripe-metrics.ts";
+import { coerceError } from "../../errors.ts";
+import { type Db, insertStripeEvent, newestEventCreated } from "../../state/stripe-events.ts";
+import { applyCustomerState, fetchCustomerState, type StripeClient } from "./apply.ts";
+import { eventTypeLabel, inboxRow, type PriceTierMap, stripeEventSchema } from "./map.ts";
+import type { StripeMetrics } from "./metrics.ts";
+import type { StripeLogger } from "./webhook.ts";
 
 export interface StripeCatchupOptions {
   readonly sql: Sql;

@@ -7,13 +7,13 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Sql } from "postgres";
 import Stripe from "stripe";
 
-import { createStripeWebhookHandler, type StripeLogger } from "./stripe.ts";
-import { describeMode, type StripeClient } from "./stripe-apply.ts";
-import { runCatchup, type StripeCatchupOptions } from "./stripe-catchup.ts";
-import { StripeInbox, type StripeInboxOptions } from "./stripe-inbox.ts";
-import type { PriceTierMap } from "./stripe-map.ts";
-import type { StripeMetrics } from "./stripe-metrics.ts";
-import { STRIPE_API_VERSION } from "./stripe-objects.ts";
+import { describeMode, type StripeClient } from "./apply.ts";
+import { runCatchup, type StripeCatchupOptions } from "./catchup.ts";
+import { StripeInbox, type StripeInboxOptions } from "./inbox.ts";
+import type { PriceTierMap } from "./map.ts";
+import type { StripeMetrics } from "./metrics.ts";
+import { STRIPE_API_VERSION } from "./objects.ts";
+import { createStripeWebhookHandler, type StripeLogger } from "./webhook.ts";
 
 /** The `stripe` part of src/config.ts's Config. */
 export interface StripeConfig {

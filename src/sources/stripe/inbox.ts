@@ -16,7 +16,7 @@
 import pLimit from "p-limit";
 import type { Sql, TransactionSql } from "postgres";
 
-import { coerceError, loggableError } from "../errors.ts";
+import { coerceError, loggableError } from "../../errors.ts";
 import {
   deferEvent,
   dueCustomers,
@@ -25,11 +25,11 @@ import {
   markFailed,
   markProcessed,
   type PendingEvent,
-} from "../state/stripe-events.ts";
-import type { StripeLogger } from "./stripe.ts";
-import { applyCustomerState, applyEventPayload, fetchCustomerState, type StripeClient } from "./stripe-apply.ts";
-import { eventTypeLabel, type PriceTierMap } from "./stripe-map.ts";
-import type { StripeEventResult, StripeMetrics } from "./stripe-metrics.ts";
+} from "../../state/stripe-events.ts";
+import { applyCustomerState, applyEventPayload, fetchCustomerState, type StripeClient } from "./apply.ts";
+import { eventTypeLabel, type PriceTierMap } from "./map.ts";
+import type { StripeEventResult, StripeMetrics } from "./metrics.ts";
+import type { StripeLogger } from "./webhook.ts";
 
 export interface StripeInboxOptions {
   readonly sql: Sql;

@@ -1,10 +1,10 @@
 /**
  * Builders of Stripe-shaped objects (customer, price, subscription, invoice, event) in the shape of
  * the pinned API version (`STRIPE_API_VERSION`: periods on subscription items, `invoice.parent`).
- * Used by `stripe send` (src/sources/stripe-cli.ts) and by the fake Stripe of the tests, so both
+ * Used by `stripe send` (src/sources/stripe/cli.ts) and by the fake Stripe of the tests, so both
  * emit exactly what the daemon must parse. Pure: ids and times are passed in.
  */
-import type { SubscriptionStatus, Tier } from "../reconciler/types.ts";
+import type { SubscriptionStatus, Tier } from "../../reconciler/types.ts";
 
 /** The API version of stripe-node 23 (what its client sends as `Stripe-Version`). */
 export const STRIPE_API_VERSION = "2026-10-28.endive";

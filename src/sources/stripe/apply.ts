@@ -7,14 +7,14 @@
  *   drops (healed by catch-up) cannot leave a wrong state, because the snapshot is the truth at
  *   fetch time and fetches of one customer are serialised.
  * - Payload mode (no key): `applyEventPayload` writes the object in the event, behind the ordering
- *   guard of stripe-map.ts (`created` + terminal statuses + a lifecycle-rank tie-break). Best
+ *   guard of map.ts (`created` + terminal statuses + a lifecycle-rank tie-break). Best
  *   effort: see `describeMode`.
  */
 import type Stripe from "stripe";
 
-import { applySubscription, type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../state/billing.ts";
-import { type Db, type PendingEvent, wakeCustomer } from "../state/stripe-events.ts";
-import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./stripe-map.ts";
+import { applySubscription, type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
+import { type Db, type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
+import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
 
 /** The parts of the stripe-node client the controller uses (tests pass the real client, pointed at the fake). */
 export type StripeClient = Pick<Stripe, "customers" | "subscriptions" | "events">;

@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
-import { HANDLED_EVENT_TYPES } from "./stripe-map.ts";
+import { HANDLED_EVENT_TYPES } from "./map.ts";
 
 /** Outcomes counted by `mindroom_stripe_events_total{result}`. */
 export const STRIPE_EVENT_RESULTS = [

@@ -21,14 +21,14 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 import Stripe from "stripe";
 
-import { coerceError } from "../errors.ts";
-import { TIERS } from "../reconciler/types.ts";
-import type { StripeClient } from "./stripe-apply.ts";
-import { sweepSubscriptions, syncCustomer } from "./stripe-catchup.ts";
-import { createStripeMetrics } from "./stripe-metrics.ts";
-import { type JsonObject, PAID_TIERS, type PaidTier } from "./stripe-objects.ts";
-import { StripeSim } from "./stripe-sim.ts";
-import { createStripeClient, type StripeConfig } from "./stripe-sources.ts";
+import { coerceError } from "../../errors.ts";
+import { TIERS } from "../../reconciler/types.ts";
+import type { StripeClient } from "./apply.ts";
+import { sweepSubscriptions, syncCustomer } from "./catchup.ts";
+import { createStripeMetrics } from "./metrics.ts";
+import { type JsonObject, PAID_TIERS, type PaidTier } from "./objects.ts";
+import { StripeSim } from "./sim.ts";
+import { createStripeClient, type StripeConfig } from "./sources.ts";
 
 export interface StripeCliDeps {
   /** Needed by `sync` only. */

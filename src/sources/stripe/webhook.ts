@@ -1,13 +1,13 @@
 /**
  * `POST /webhooks/stripe`: verify, store in the inbox, answer. Nothing else runs on the request
- * path (the inbox worker, src/sources/stripe-inbox.ts, does the work later).
+ * path (the inbox worker, src/sources/stripe/inbox.ts, does the work later).
  *
  * Answers
  * - 200 `{"received":true}` once the event is durably in `stripe_events`, also for a duplicate id
  *   (`"duplicate":true`, nothing written) and for a type the controller ignores (stored `ignored`).
  * - 400 `{"error":...}`: missing or invalid `Stripe-Signature` (checked against every configured
  *   secret; its timestamp within 300 s of now, in the past as in the future), a verified body
- *   that is not an event, or an event Postgres can never store (stripe-storable.ts; or a data
+ *   that is not an event, or an event Postgres can never store (storable.ts; or a data
  *   exception from the insert itself). Nothing is written; the reason says what is wrong.
  * - 413 past `maxBodyBytes` (default 1 MiB): reading stops, the connection is closed.
  * - 503 with `Retry-After` when the database did not answer within `requestTimeoutMs`
@@ -22,12 +22,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 import Stripe from "stripe";
 
-import { loggableError, sqlState } from "../errors.ts";
-import { isDatabaseTimeout, withDeadline } from "../state/deadline.ts";
-import { type Db, insertStripeEvent } from "../state/stripe-events.ts";
-import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./stripe-map.ts";
-import type { StripeMetrics } from "./stripe-metrics.ts";
-import { unstorableReason } from "./stripe-storable.ts";
+import { loggableError, sqlState } from "../../errors.ts";
+import { isDatabaseTimeout, withDeadline } from "../../state/deadline.ts";
+import { type Db, insertStripeEvent } from "../../state/stripe-events.ts";
+import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./map.ts";
+import type { StripeMetrics } from "./metrics.ts";
+import { unstorableReason } from "./storable.ts";
 
 /** The logger methods the Stripe source uses (pino's signature). */
 export interface StripeLogger {

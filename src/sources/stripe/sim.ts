@@ -13,7 +13,7 @@
  *   paused ──resume──► active;  incomplete ──expire──► incomplete_expired
  *   any live ──cancelAtPeriodEnd / changeTier / renew──► updated;  cancelNow / renew at end ──► canceled
  */
-import type { SubscriptionStatus } from "../reconciler/types.ts";
+import type { SubscriptionStatus } from "../../reconciler/types.ts";
 import {
   customerObject,
   deletedCustomerObject,
@@ -26,7 +26,7 @@ import {
   priceObject,
   subscriptionObject,
   TIER_AMOUNTS,
-} from "./stripe-objects.ts";
+} from "./objects.ts";
 
 export const PERIOD_SECONDS = 30 * 24 * 3600;
 

@@ -12,8 +12,8 @@
  */
 import { z } from "zod";
 
-import { SUBSCRIPTION_STATUSES, type SubscriptionStatus, type Tier, TIERS } from "../reconciler/types.ts";
-import type { NewStripeEvent } from "../state/stripe-events.ts";
+import { SUBSCRIPTION_STATUSES, type SubscriptionStatus, type Tier, TIERS } from "../../reconciler/types.ts";
+import type { NewStripeEvent } from "../../state/stripe-events.ts";
 
 /** Price id → tier, from the `STRIPE_PRICE_TIERS` configuration (fallback after the price itself). */
 export type PriceTierMap = Readonly<Record<string, Tier>>;
