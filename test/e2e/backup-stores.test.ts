@@ -4,10 +4,9 @@
  * server on loopback, supabase on the Storage API fake), wiped, restored, and compared byte for
  * byte; what the store holds is neither gzip nor the plaintext.
  */
-import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { buffer } from "node:stream/consumers";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -17,6 +16,7 @@ import { createS3Store } from "../../src/drivers/backup-store/s3.ts";
 import { createSupabaseStore } from "../../src/drivers/backup-store/supabase.ts";
 import type { BackupStore } from "../../src/drivers/backup-store/types.ts";
 import { FAKE_SERVICE_ROLE_KEY, startFakeSupabaseStorage } from "../fake-supabase-storage/server.ts";
+import { snapshotDir } from "../helpers/files.ts";
 import { S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, startS3Server } from "../helpers/s3-server.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 
@@ -38,19 +38,6 @@ async function openStore(kind: StoreKind, dir: string): Promise<{ store: BackupS
       return { store: createSupabaseStore({ url: fake.url, serviceRoleKey: FAKE_SERVICE_ROLE_KEY, bucket: "backups" }), close: () => fake.close() };
     }
   }
-}
-
-function snapshot(dir: string): Record<string, string> {
-  const files: Record<string, string> = {};
-  const walk = (path: string): void => {
-    for (const name of readdirSync(path)) {
-      const full = join(path, name);
-      if (statSync(full).isDirectory()) walk(full);
-      else files[relative(dir, full)] = createHash("sha256").update(readFileSync(full)).digest("hex");
-    }
-  };
-  walk(dir);
-  return files;
 }
 
 describe.each(["local", "s3", "supabase"] as const)("the %s store", (kind) => {
@@ -80,7 +67,7 @@ describe.each(["local", "s3", "supabase"] as const)("the %s store", (kind) => {
     mkdirSync(join(dir, "nested"), { recursive: true });
     writeFileSync(join(dir, "nested", "blob.bin"), Buffer.from(Array.from({ length: 1_500_000 }, (_, i) => (i * 7919) % 251)));
     writeFileSync(join(dir, "notes.txt"), `${MARKER}\n`.repeat(500));
-    const original = snapshot(dir);
+    const original = snapshotDir(dir);
 
     const [request] = await h.db.sql<{ id: string }[]>`insert into instance_backups (instance_id, component) values (${inst!.id}, 'backend') returning id`;
     let backup: { status: string; location: string | null } | undefined;
@@ -103,6 +90,6 @@ describe.each(["local", "s3", "supabase"] as const)("the %s store", (kind) => {
     }, 60_000);
     const [row] = await h.db.sql<{ status: string; error: string | null }[]>`select status::text as status, error from instance_restores where id = ${restore!.id}`;
     expect(row).toEqual({ status: "completed", error: null });
-    expect(snapshot(dir)).toEqual(original);
+    expect(snapshotDir(dir)).toEqual(original);
   }, 150_000);
 });

@@ -4,11 +4,10 @@
  * byte; the daily schedule and the expiry on an injected clock; the manual per-day limit; and a
  * signed download link over real HTTP.
  */
-import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
@@ -18,6 +17,7 @@ import { expireBackups, scheduleDailyBackups } from "../../src/runtime/backup-jo
 import { DOWNLOAD_PREFIX, downloadHandler, signDownloadPath } from "../../src/runtime/backup-links.ts";
 import { requestBackup } from "../../src/state/backups.ts";
 import { requestRestore } from "../../src/state/restores.ts";
+import { snapshotDir } from "../helpers/files.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -32,20 +32,6 @@ afterAll(async () => {
 });
 
 const PLAINTEXT_MARKER = "this line must never appear in a stored object";
-
-/** Every file under `dir` with its sha256, by relative path. */
-function snapshot(dir: string): Record<string, string> {
-  const files: Record<string, string> = {};
-  const walk = (path: string): void => {
-    for (const name of readdirSync(path)) {
-      const full = join(path, name);
-      if (statSync(full).isDirectory()) walk(full);
-      else files[relative(dir, full)] = createHash("sha256").update(readFileSync(full)).digest("hex");
-    }
-  };
-  walk(dir);
-  return files;
-}
 
 function fill(dir: string): void {
   mkdirSync(join(dir, "db", "nested"), { recursive: true });
@@ -84,7 +70,7 @@ describe("a manual backup and a restore of the same data", () => {
     const matrixDir = h.sandbox.control.storageDir("demo-pro-matrix-data");
     fill(backendDir);
     fill(matrixDir);
-    const original = snapshot(backendDir);
+    const original = snapshotDir(backendDir);
 
     const rows = await finished(await requestBackup(h.db.sql, inst, null));
     expect(rows.map((r) => [r.component, r.status])).toEqual([["backend", "completed"], ["matrix", "completed"]]);
@@ -105,7 +91,7 @@ describe("a manual backup and a restore of the same data", () => {
     }, 60_000);
     const [restore] = await h.db.sql<{ status: string; error: string | null; safety_backup_id: string }[]>`select status::text as status, error, safety_backup_id from instance_restores where id = ${restoreId}`;
     expect(restore).toMatchObject({ status: "completed", error: null });
-    expect(snapshot(backendDir), "the storage equals the backup byte for byte").toEqual(original);
+    expect(snapshotDir(backendDir), "the storage equals the backup byte for byte").toEqual(original);
     await eventually("backend running again", () => h.sandbox.control.app("demo-pro-backend")?.running === true);
 
     const [safety] = await h.db.sql<{ status: string; backup_type: string }[]>`select status::text as status, backup_type::text as backup_type from instance_backups where id = ${restore!.safety_backup_id}`;

@@ -4,16 +4,16 @@
  * journal records it, then restarted. The restore must end completed, the storage must equal the
  * backup byte for byte, and no backup row may be `completed` without its object.
  */
-import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { generateEd25519KeyPair } from "../../src/drivers/dokku/keys.ts";
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { snapshotDir } from "../helpers/files.ts";
 import { appsOf } from "./harness.ts";
 import { startServe } from "./serve-process.ts";
 
@@ -43,19 +43,6 @@ afterAll(async () => {
   await db?.drop();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
-
-function snapshot(dir: string): Record<string, string> {
-  const files: Record<string, string> = {};
-  const walk = (path: string): void => {
-    for (const name of readdirSync(path)) {
-      const full = join(path, name);
-      if (statSync(full).isDirectory()) walk(full);
-      else files[relative(dir, full)] = createHash("sha256").update(readFileSync(full)).digest("hex");
-    }
-  };
-  walk(dir);
-  return files;
-}
 
 /** Runs serve until `done` holds (then SIGTERM) or the injected kill fires. */
 async function runOnce(fault: string | undefined, done: () => Promise<boolean>): Promise<"killed" | "done"> {
@@ -87,7 +74,7 @@ describe("crash safety of a restore", () => {
     const dir = sandbox.control.storageDir(`${subdomain}-backend-data`);
     writeFileSync(join(dir, "agents.json"), JSON.stringify({ agents: ["a", "b"], note: "the data to restore" }));
     writeFileSync(join(dir, "blob.bin"), Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 31) % 256)));
-    const original = snapshot(dir);
+    const original = snapshotDir(dir);
     const [request] = await db.sql<{ id: string }[]>`insert into instance_backups (instance_id, component) values (${instanceId}, 'backend') returning id`;
     const backedUp = async (): Promise<boolean> => {
       const [row] = await db.sql<{ status: string }[]>`select status::text as status from instance_backups where id = ${request!.id}`;
@@ -108,7 +95,7 @@ describe("crash safety of a restore", () => {
       expect(runs).toBeLessThan(20);
     }
     expect(runs, "the restore was interrupted at several steps").toBeGreaterThan(3);
-    expect(snapshot(dir)).toEqual(original);
+    expect(snapshotDir(dir)).toEqual(original);
     const completed = await db.sql<{ location: string }[]>`select location from instance_backups where instance_id = ${instanceId} and status = 'completed'`;
     for (const row of completed) expect(existsSync(join(dataDir, "backups", row.location.replace(/^local:/, ""))), row.location).toBe(true);
     const [pending] = await db.sql<{ n: number }[]>`select count(*)::int as n from instance_operations where instance_id = ${instanceId} and status = 'pending'`;
