@@ -17,7 +17,7 @@ import type { Sql } from "postgres";
 import type { BackupStore } from "../drivers/backup-store/types.ts";
 import type { Logger } from "../logger.ts";
 import { dailyBackupDue, latestSlot } from "../reconciler/backup-policy.ts";
-import { expiredBackups, markExpired, markVerified, overdueBackups, requestAutomaticBackup, sampleCompleted, scheduleRows } from "../state/backups.ts";
+import { expiredBackups, markExpired, markVerified, overdueBackups, queueOverdueAlert, requestAutomaticBackup, sampleCompleted, scheduleRows } from "../state/backups.ts";
 import { claimPeriod } from "../state/jobs.ts";
 import type { BackupMetrics } from "./backup-metrics.ts";
 import { openArchive } from "./backups.ts";
@@ -91,13 +91,20 @@ async function verifySample(wiring: BackupJobsWiring, now: Date): Promise<void> 
   }
 }
 
+/** The overdue gauge, and one operator email a day while any paid instance is overdue. */
+async function reportOverdue(wiring: BackupJobsWiring, now: Date): Promise<void> {
+  const overdue = await overdueBackups(wiring.sql);
+  wiring.metrics?.overdue.set(overdue);
+  if (overdue > 0) await queueOverdueAlert(wiring.sql, overdue, now.toISOString().slice(0, 10));
+}
+
 /** One check of every backup job; errors are logged and the next check tries again. */
 export async function runBackupChecks(wiring: BackupJobsWiring, now: Date): Promise<void> {
   const steps: [string, () => Promise<unknown>][] = [
     ["schedule", () => scheduleDailyBackups(wiring, now)],
     ["expire", () => expireBackups(wiring, now)],
     ["verify", async () => ((await claimPeriod(wiring.sql, "backup_verification", new Date(Math.floor(now.getTime() / WEEK_MS) * WEEK_MS))) ? verifySample(wiring, now) : undefined)],
-    ["overdue", async () => wiring.metrics?.overdue.set(await overdueBackups(wiring.sql))],
+    ["overdue", () => reportOverdue(wiring, now)],
   ];
   for (const [job, run] of steps) {
     try {

@@ -20,7 +20,9 @@ import { MAX_LINK_TTL_MS, signDownloadPath } from "./backup-links.ts";
 import { type RenderContext, renderNotification } from "./messages.ts";
 
 /** Kinds with their own label value; anything else is counted as `other`. */
-export const NOTIFICATION_KINDS = ["welcome", "cancellation", "health_alert", "other"] as const;
+export const NOTIFICATION_KINDS = ["welcome", "cancellation", "health_alert", "past_due", "stopped", "usage_limit", "operator_alert", "other"] as const;
+/** The recipient of operator notifications: ALERT_EMAIL, resolved at delivery. */
+export const OPERATOR_RECIPIENT = "operator";
 export const NOTIFICATION_RESULTS = ["sent", "logged", "retry", "failed"] as const;
 type Result = (typeof NOTIFICATION_RESULTS)[number];
 
@@ -54,6 +56,10 @@ export interface OutboxOptions {
   /** The right-hand side of every Message-ID (`<notification-ID@DOMAIN>`). */
   readonly messageIdDomain: string;
   readonly downloadLink: RenderContext["downloadLink"];
+  /** GRACE_PERIOD, for the past-due warning. */
+  readonly gracePeriodMs?: number;
+  /** ALERT_EMAIL: where operator notifications go; undefined: they go to the log. */
+  readonly alertEmail?: string | undefined;
   readonly now?: () => Date;
   readonly pollMs?: number;
   readonly batch?: number;
@@ -64,6 +70,7 @@ export interface OutboxOptions {
 }
 
 const DEFAULTS = { pollMs: 10_000, batch: 20, leaseMs: 300_000, sendTimeoutMs: 120_000 } as const;
+const DEFAULT_GRACE_MS = 7 * 86_400_000;
 
 export function messageId(notificationId: string, domain: string): string {
   return `<notification-${notificationId}@${domain}>`;
@@ -79,16 +86,18 @@ export async function deliverBatch(options: OutboxOptions, signal: AbortSignal):
 async function deliverOne(options: OutboxOptions, n: ClaimedNotification, signal: AbortSignal): Promise<void> {
   const kind = (NOTIFICATION_KINDS as readonly string[]).includes(n.kind) ? n.kind : "other";
   const where = { notification: n.id, kind: n.kind, attempt: n.attempts };
-  if (!options.mailer) {
-    options.logger.info({ ...where, subject: n.subject }, "notification delivered to the log (SMTP_URL is not set)");
+  const to = n.recipient === OPERATOR_RECIPIENT ? options.alertEmail : n.recipient;
+  if (!options.mailer || to === undefined) {
+    const why = options.mailer ? "ALERT_EMAIL is not set" : "SMTP_URL is not set";
+    options.logger.info({ ...where, subject: n.subject }, `notification delivered to the log (${why})`);
     await markSent(options.sql, n.id);
     return count(options, kind, "logged");
   }
   const now = (options.now ?? (() => new Date()))();
-  const rendered = renderNotification(n, { now, downloadLink: options.downloadLink });
+  const rendered = renderNotification(n, { now, downloadLink: options.downloadLink, gracePeriodMs: options.gracePeriodMs ?? DEFAULT_GRACE_MS });
   try {
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs)]);
-    await options.mailer.send({ to: n.recipient, ...rendered, messageId: messageId(n.id, options.messageIdDomain) }, bounded);
+    await options.mailer.send({ to, ...rendered, messageId: messageId(n.id, options.messageIdDomain) }, bounded);
   } catch (error) {
     return recordFailure(options, n, kind, error instanceof MailError ? error : new MailError("SMTP send failed (EABORT)", "retry", undefined));
   }
@@ -137,6 +146,8 @@ export interface OutboxWiring {
   readonly baseDomain: string;
   readonly publicUrl: string | undefined;
   readonly masterKey: string;
+  readonly alertEmail: string | undefined;
+  readonly gracePeriodMs: number;
 }
 
 /** The outbox as configured: SMTP when set, the log otherwise; backup links when PUBLIC_URL is set. */
@@ -148,6 +159,8 @@ export function outboxOptions(wiring: OutboxWiring, overrides: Partial<OutboxOpt
     metrics: wiring.metrics,
     mailer: wiring.smtp ? createSmtpMailer(wiring.smtp) : undefined,
     messageIdDomain: wiring.baseDomain,
+    alertEmail: wiring.alertEmail,
+    gracePeriodMs: wiring.gracePeriodMs,
     downloadLink: (backupId, now) => {
       if (!publicUrl) return undefined;
       const link = signDownloadPath(masterKey, backupId, now, MAX_LINK_TTL_MS);

@@ -284,6 +284,17 @@ export async function requestAutomaticBackup(sql: Db, instanceId: string, slot: 
   return inserted.count === 1;
 }
 
+/** Tells the operator (ALERT_EMAIL) once per UTC day that `count` instances are overdue. */
+export async function queueOverdueAlert(sql: Db, count: number, day: string): Promise<void> {
+  await sql`
+    select public.queue_notification(null, null, 'operator_alert', ${`operator:backups_overdue:${day}`}, 'operator',
+      ${`MindRoom: ${count} paid instance(s) have no backup in 26 hours`},
+      ${`${count} live paid instance(s) have no completed backup in the last 26 hours.
+
+See \`mindroom-reconciler backups list\` and the runbook entry "A backup is overdue".`},
+      ${sql.json({ count })})`;
+}
+
 /** Live paid instances with no completed backup in the last 26 hours (the overdue gauge). */
 export async function overdueBackups(sql: Db): Promise<number> {
   const [row] = await sql<{ n: number }[]>`

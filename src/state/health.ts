@@ -193,6 +193,8 @@ async function unhealthySince(sql: Db, instanceId: string): Promise<Date | null>
   return row?.since ?? null;
 }
 
+const OPERATOR_HINT = '\n\nSee `mindroom-reconciler status` and the runbook entry "An instance is not converging".';
+
 /** The `notifications.dedupe_key` incident part: the start of the unhealthy period. */
 export function incidentKey(unhealthySince: Date): string {
   return unhealthySince.toISOString();
@@ -224,5 +226,11 @@ export async function raiseHealthAlert(sql: Db, alert: HealthAlert): Promise<boo
     where i.id = ${alert.instanceId}
     on conflict (dedupe_key) do nothing
     returning id`;
+  // The operator hears of every failed instance too (ALERT_EMAIL), once per incident.
+  await sql`
+    select public.queue_notification(null, i.id, 'operator_alert', 'operator:health:' || i.id::text || ':' || ${alert.incidentKey}::text, 'operator',
+      'MindRoom: instance ' || i.subdomain || ' failed', 'Instance ' || i.subdomain || ' (' || i.id::text || ') failed its health checks and restarts did not help: '
+        || ${alert.reason}::text || ${OPERATOR_HINT}::text, ${payload})
+    from instances i where i.id = ${alert.instanceId}`;
   return rows.length === 1;
 }

@@ -185,3 +185,21 @@ test("without SMTP the outbox logs and marks each notification sent once", async
   expect(lines).toHaveLength(2);
   expect(JSON.stringify(lines)).not.toContain("@example.com");
 });
+
+test("operator notifications go to ALERT_EMAIL, and to the log when it is not set", async () => {
+  const smtp = await server({ kind: "accept" });
+  const queueOperator = async (key: string): Promise<string> => {
+    const [row] = await db.sql<{ id: string }[]>`
+      insert into notifications (kind, dedupe_key, recipient, subject, body)
+      values ('operator_alert', ${key}, 'operator', 'MindRoom: a backup failed', 'host unreachable') returning id::text as id`;
+    return row!.id;
+  };
+  const first = await queueOperator(`operator:test:${crypto.randomUUID()}`);
+  await deliverBatch({ ...options(mailer(smtp.url)), alertEmail: "ops@mindroom.test" }, new AbortController().signal);
+  expect(smtp.received.map((m) => [m.to, m.subject])).toEqual([["ops@mindroom.test", "MindRoom: a backup failed"]]);
+  expect(await states([first])).toEqual({ sent: 1, failed: 0, attempts: [1] });
+  const second = await queueOperator(`operator:test:${crypto.randomUUID()}`);
+  await deliverBatch(options(mailer(smtp.url)), new AbortController().signal);
+  expect(smtp.received, "no ALERT_EMAIL: logged, not sent anywhere").toHaveLength(1);
+  expect(await states([second])).toEqual({ sent: 1, failed: 0, attempts: [1] });
+});
