@@ -24,6 +24,7 @@ const cases: Record<string, { reason: string; env: Record<string, string>; varia
     variable: "IMAGE_ALLOWLIST",
     message: /add docker\.io\/matrixdotorg\/synapse/,
   },
+  "SMTP_URL without SMTP_FROM": { reason: "every email needs a sender", env: { SMTP_URL: "smtp://mail.example.com:587" }, variable: "SMTP_FROM", message: /must be set with SMTP_URL/ },
   "short master key": { reason: "the master key derives secrets: it must be long", env: { MASTER_KEY: "short" }, variable: "MASTER_KEY", message: /at least 32/ },
 };
 

@@ -38,12 +38,12 @@ export const SMTP_USER = "mailer";
 export const SMTP_PASSWORD = "s3cret-pass";
 
 /** Listens on 127.0.0.1:0 (retrying EADDRINUSE, which a busy shared machine can produce). */
-export async function startSmtpServer(behaviour: Behaviour, options: { auth?: boolean } = {}): Promise<TestSmtpServer> {
+export async function startSmtpServer(behaviour: Behaviour, options: { auth?: boolean; starttls?: boolean } = {}): Promise<TestSmtpServer> {
   const received: Received[] = [];
   let dataCommands = 0;
   const server: SMTPServer = new SMTPServer({
     logger: false,
-    disabledCommands: options.auth === false ? ["AUTH"] : [],
+    disabledCommands: [...(options.auth === false ? ["AUTH"] : []), ...(options.starttls === false ? ["STARTTLS"] : [])],
     authOptional: options.auth === false,
     allowInsecureAuth: false,
     onAuth(auth, _session, callback) {
