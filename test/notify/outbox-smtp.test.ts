@@ -132,6 +132,19 @@ describe("SMTP delivery from the outbox", () => {
     expect(await states([id!])).toMatchObject({ sent: 1, failed: 0 });
   });
 
+  test("a server that drops the connection mid-DATA: nothing received then, delivered once on the retry", async () => {
+    const smtp = await server({ kind: "drop-mid-data", times: 1 }, { auth: false });
+    const [id] = await queue(1);
+    const o = options(mailer(smtp.url));
+    await deliverBatch(o, new AbortController().signal);
+    expect(smtp.received).toHaveLength(0);
+    expect(await states([id!])).toMatchObject({ sent: 0, failed: 0, attempts: [1] });
+    await pause(10);
+    await deliverBatch(o, new AbortController().signal);
+    expect(smtp.received.map((r) => r.messageId)).toEqual([`<notification-${id}@mindroom.test>`]);
+    expect(await states([id!])).toMatchObject({ sent: 1, failed: 0, attempts: [2] });
+  });
+
   test("a 5xx reply fails the message at once", async () => {
     const smtp = await server({ kind: "reply", code: 550, times: 99 }, { auth: false });
     const ids = await queue(1);

@@ -25,7 +25,9 @@ export type Behaviour =
   /** Answers DATA with `code` the first `times` times, then accepts. */
   | { readonly kind: "reply"; readonly code: number; readonly times: number }
   /** Reads the whole message, records it, and drops the connection before answering. */
-  | { readonly kind: "drop-after-data"; readonly times: number };
+  | { readonly kind: "drop-after-data"; readonly times: number }
+  /** Drops the connection while the message is still arriving (before its end), `times` times. */
+  | { readonly kind: "drop-mid-data"; readonly times: number };
 
 export interface TestSmtpServer {
   readonly url: string;
@@ -52,6 +54,13 @@ export async function startSmtpServer(behaviour: Behaviour, options: { auth?: bo
     },
     onData(stream, session, callback) {
       dataCommands++;
+      if (behaviour.kind === "drop-mid-data" && dataCommands <= behaviour.times) {
+        stream.once("data", () => {
+          for (const connection of server.connections) (connection as unknown as { _socket: { destroy(): void } })._socket.destroy();
+        });
+        stream.resume();
+        return;
+      }
       void simpleParser(stream).then((mail) => {
         const n = dataCommands;
         if (behaviour.kind === "reply" && n <= behaviour.times) {

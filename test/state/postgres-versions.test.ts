@@ -30,6 +30,27 @@ function cli(args: string[], databaseUrl: string): Promise<{ code: number; stdou
   });
 }
 
+/**
+ * Issue 11's linking on this version: a Stripe-first account is re-keyed to the user who signs up
+ * with its email (another case) once confirmed, and RLS then shows the user its subscription; an
+ * unconfirmed sign-up links nothing.
+ */
+async function checkAccountLinking(sql: ReturnType<typeof connect>): Promise<void> {
+  const [paid] = await sql<{ id: string }[]>`insert into accounts (email, stripe_customer_id) values ('Link@Example.com', 'cus_link') returning id`;
+  await sql`insert into subscriptions (account_id, tier, status) values (${paid!.id}, 'starter', 'active')`;
+  const [other] = await sql<{ id: string }[]>`insert into accounts (email) values ('unverified@example.com') returning id`;
+  const [user] = await sql<{ id: string }[]>`insert into auth.users (email, email_confirmed_at) values ('link@example.com', now()) returning id`;
+  await sql`insert into auth.users (email) values ('unverified@example.com')`;
+  const visible = await sql.begin(async (tx) => {
+    await tx`set local role authenticated`;
+    await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: user!.id, role: "authenticated" })}, true)`;
+    return tx<{ n: number }[]>`select count(*)::int as n from subscriptions`;
+  });
+  expect(visible[0]?.n, "the user sees the subscription paid before signing up").toBe(1);
+  const [kept] = await sql<{ n: number }[]>`select count(*)::int as n from accounts where id = ${other!.id}`;
+  expect(kept?.n, "an unconfirmed sign-up does not take the account").toBe(1);
+}
+
 describe.each(Object.keys(VERSIONS))("plain Postgres %s", (version) => {
   test("migrate applies everything once, RLS is on every table, and the seed loads", async () => {
     const dir = await mkdtemp(join(tmpdir(), `mindroom-pg${version}-`));
@@ -58,6 +79,7 @@ describe.each(Object.keys(VERSIONS))("plain Postgres %s", (version) => {
         const [counts] = await sql<{ accounts: number; instances: number }[]>`
           select (select count(*)::int from accounts) as accounts, (select count(*)::int from instances) as instances`;
         expect(counts).toEqual({ accounts: 4, instances: 4 });
+        await checkAccountLinking(sql);
       } finally {
         await sql.end();
       }
