@@ -222,7 +222,13 @@ describe("over several rounds", () => {
     expect(await raiseHealthAlert(db.sql, { ...alert, incidentKey: incidentKey(next.unhealthySince!) })).toBe(true);
 
     const rows = await db.sql<{ kind: string; dedupe_key: string; recipient: string; payload: { reason: string } }[]>`
-      select kind, dedupe_key, recipient, payload from notifications where instance_id = ${inst.instanceId} order by id`;
+      select kind, dedupe_key, recipient, payload from notifications where instance_id = ${inst.instanceId} and kind = 'health_alert' order by id`;
+    const operator = await db.sql<{ dedupe_key: string }[]>`
+      select dedupe_key from notifications where instance_id = ${inst.instanceId} and kind = 'operator_alert' and recipient = 'operator' order by id`;
+    expect(operator.map((r) => r.dedupe_key), "the operator hears of each incident once too").toEqual([
+      `operator:health:${inst.instanceId}:${first.unhealthySince!.toISOString()}`,
+      `operator:health:${inst.instanceId}:${next.unhealthySince!.toISOString()}`,
+    ]);
     expect(rows.map((r) => r.dedupe_key)).toEqual([
       `health_alert:${inst.instanceId}:${first.unhealthySince!.toISOString()}`,
       `health_alert:${inst.instanceId}:${next.unhealthySince!.toISOString()}`,
