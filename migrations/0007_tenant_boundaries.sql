@@ -240,17 +240,22 @@ as $$
   select public.request_role() in ('anon', 'authenticated')
 $$;
 
-create function public.support_tickets_quota() returns trigger
+-- Tenant inserts into a table with `account_id` and `created_at`, counted against the quota named
+-- by the trigger's argument (the rows of the window are the ones counted).
+create function public.tenant_insert_quota() returns trigger
   language plpgsql
   security definer
   set search_path = ''
 as $$
+declare
+  v_quota text := tg_argv[0];
+  v_used bigint;
 begin
   if public.is_tenant_request() then
-    perform public.lock_tenant_quota('support_tickets', new.account_id);
-    perform public.assert_tenant_quota('support_tickets', new.account_id,
-      (select count(*) from public.support_tickets
-        where account_id = new.account_id and created_at > public.tenant_quota_window('support_tickets')));
+    perform public.lock_tenant_quota(v_quota, new.account_id);
+    execute format('select count(*) from public.%I where account_id = $1 and created_at > $2', tg_table_name)
+      into v_used using new.account_id, public.tenant_quota_window(v_quota);
+    perform public.assert_tenant_quota(v_quota, new.account_id, v_used);
   end if;
   return new;
 end
@@ -258,27 +263,11 @@ $$;
 
 create trigger support_tickets_quota
   before insert on public.support_tickets
-  for each row execute function public.support_tickets_quota();
-
-create function public.api_keys_quota() returns trigger
-  language plpgsql
-  security definer
-  set search_path = ''
-as $$
-begin
-  if public.is_tenant_request() then
-    perform public.lock_tenant_quota('api_keys', new.account_id);
-    perform public.assert_tenant_quota('api_keys', new.account_id,
-      (select count(*) from public.api_keys
-        where account_id = new.account_id and created_at > public.tenant_quota_window('api_keys')));
-  end if;
-  return new;
-end
-$$;
+  for each row execute function public.tenant_insert_quota('support_tickets');
 
 create trigger api_keys_quota
   before insert on public.api_keys
-  for each row execute function public.api_keys_quota();
+  for each row execute function public.tenant_insert_quota('api_keys');
 
 -- A tenant's change of desired_state (pause, resume, deprovision_instance) is counted and audited;
 -- the audit row is also what the quota counts.
