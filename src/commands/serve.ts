@@ -24,7 +24,11 @@ export async function run(argv: string[]): Promise<number> {
     process.once("SIGTERM", () => resolve({ signal: "SIGTERM" }));
     void daemon.fatal.then((fatal) => resolve({ fatal }));
   });
-  if ("fatal" in ending) logger.fatal({ reason: ending.fatal }, "cannot continue: shutting down with exit status 1 so the service manager restarts the daemon");
+  if ("fatal" in ending) {
+    logger.fatal({ reason: ending.fatal }, "cannot continue: shutting down with exit status 1 so the service manager restarts the daemon");
+    // Also one line on stderr, written at once: the JSON log may still be buffered when the process exits.
+    process.stderr.write(`mindroom-reconciler serve: ${ending.fatal}; exiting with status 1\n`);
+  }
   else logger.info({ signal: ending.signal }, "shutting down");
   await daemon.stop();
   logger.info("stopped");
