@@ -15,7 +15,7 @@ import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/inde
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { snapshotDir } from "../helpers/files.ts";
 import { appsOf } from "./harness.ts";
-import { startServe } from "./serve-process.ts";
+import { runServeUntil } from "./serve-process.ts";
 
 let db: TestDatabase;
 let sandbox: Sandbox;
@@ -44,27 +44,8 @@ afterAll(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** Runs serve until `done` holds (then SIGTERM) or the injected kill fires. */
-async function runOnce(fault: string | undefined, done: () => Promise<boolean>): Promise<"killed" | "done"> {
-  const serve = startServe({ ...env, ...(fault ? { FAULT_KILL_AFTER_ACTIONS: fault } : {}) });
-  let exited = false;
-  void serve.exited.then(() => (exited = true));
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (exited) {
-      const { signal } = await serve.exited;
-      if (signal !== "SIGKILL") throw new Error(`serve exited without the injected kill:\n${serve.output()}`);
-      return "killed";
-    }
-    if (await done()) {
-      serve.kill("SIGTERM");
-      await serve.exited;
-      return "done";
-    }
-    await new Promise((resolve) => setTimeout(resolve, 150));
-  }
-  serve.kill("SIGKILL");
-  throw new Error(`serve neither crashed nor finished within 60 s:\n${serve.output().slice(-3000)}`);
+function runOnce(fault: string | undefined, done: () => Promise<boolean>): Promise<"killed" | "done"> {
+  return runServeUntil(env, fault, done);
 }
 
 describe("crash safety of a restore", () => {

@@ -19,7 +19,7 @@ import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/inde
 import { openArchive } from "../../src/runtime/backups.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { appsOf } from "./harness.ts";
-import { startServe } from "./serve-process.ts";
+import { runServeUntil } from "./serve-process.ts";
 
 let db: TestDatabase;
 let sandbox: Sandbox;
@@ -50,27 +50,9 @@ afterAll(async () => {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
-/** Runs serve once with the kill hook; resolves "killed" or, when it converged first, "converged". */
-async function runOnce(point: "executed" | "journaled", converged: () => Promise<boolean>): Promise<"killed" | "converged"> {
-  const serve = startServe({ ...env, FAULT_KILL_AFTER_ACTIONS: `1:${point}` });
-  const deadline = Date.now() + 60_000;
-  let exited = false;
-  void serve.exited.then(() => (exited = true));
-  while (Date.now() < deadline) {
-    if (exited) {
-      const { signal } = await serve.exited;
-      if (signal !== "SIGKILL") throw new Error(`serve exited without the injected kill:\n${serve.output()}`);
-      return "killed";
-    }
-    if (await converged()) {
-      serve.kill("SIGTERM");
-      await serve.exited;
-      return "converged";
-    }
-    await new Promise((resolve) => setTimeout(resolve, 150));
-  }
-  serve.kill("SIGKILL");
-  throw new Error(`serve neither crashed nor converged within 60 s:\n${serve.output().slice(-3000)}`);
+/** Runs serve once with the kill hook; resolves "killed", or "done" when it converged first. */
+function runOnce(point: "executed" | "journaled", converged: () => Promise<boolean>): Promise<"killed" | "done"> {
+  return runServeUntil(env, `1:${point}`, converged);
 }
 
 async function instanceRow(): Promise<{ status: string; generation: string; observed: string }> {
@@ -114,7 +96,7 @@ describe("crash safety", () => {
       const row = await instanceRow();
       return row.status === "running" && row.generation === row.observed && appsOf(subdomain).every((app) => sandbox.control.app(app)?.running === true);
     };
-    for (let outcome: string = ""; outcome !== "converged"; runs++) {
+    for (let outcome: string = ""; outcome !== "done"; runs++) {
       outcome = await runOnce(runs % 2 === 0 ? "executed" : "journaled", converged);
       await checkNoDuplicates();
       expect(runs).toBeLessThan(40);
@@ -132,7 +114,7 @@ describe("crash safety", () => {
     await db.sql`select deprovision_instance(${instanceId}, 'crash-safety test')`;
     const tornDown = async (): Promise<boolean> => (await instanceRow()).status === "deprovisioned";
     let teardownRuns = 0;
-    for (let outcome: string = ""; outcome !== "converged"; teardownRuns++) {
+    for (let outcome: string = ""; outcome !== "done"; teardownRuns++) {
       outcome = await runOnce(teardownRuns % 2 === 0 ? "executed" : "journaled", tornDown);
       await checkNoDuplicates();
       const destroyedSomething = appsOf(subdomain).some((app) => sandbox.control.app(app) === undefined);

@@ -46,3 +46,29 @@ export function startServe(env: Record<string, string>): ServeProcess {
     output: () => log,
   };
 }
+
+/**
+ * Runs `serve` until `done` holds (then SIGTERM) or the process kills itself at the injected fault
+ * (`FAULT_KILL_AFTER_ACTIONS`); fails when it exits otherwise or neither happens within 60 s.
+ */
+export async function runServeUntil(env: Record<string, string>, fault: string | undefined, done: () => Promise<boolean>): Promise<"killed" | "done"> {
+  const serve = startServe({ ...env, ...(fault ? { FAULT_KILL_AFTER_ACTIONS: fault } : {}) });
+  let exited = false;
+  void serve.exited.then(() => (exited = true));
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (exited) {
+      const { signal } = await serve.exited;
+      if (signal !== "SIGKILL") throw new Error(`serve exited without the injected kill:\n${serve.output()}`);
+      return "killed";
+    }
+    if (await done()) {
+      serve.kill("SIGTERM");
+      await serve.exited;
+      return "done";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  serve.kill("SIGKILL");
+  throw new Error(`serve neither crashed nor finished within 60 s:\n${serve.output().slice(-3000)}`);
+}

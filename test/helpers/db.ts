@@ -3,11 +3,15 @@
  * (graphile-worker's createTestDatabase). Real Postgres, never a mock.
  */
 import { randomBytes } from "node:crypto";
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 import type { Sql } from "postgres";
 import { inject } from "vitest";
 
 import { connect, withDatabaseName } from "../../src/state/db.ts";
+import { migrate, MIGRATIONS_DIR } from "../../src/state/migrate.ts";
 
 /**
  * `plain`: the main test Postgres (plain Postgres, the embedded default); `sql` is its superuser.
@@ -61,5 +65,22 @@ async function withAdmin(adminUrl: string, fn: (admin: Sql) => Promise<unknown>)
     await fn(admin);
   } finally {
     await admin.end();
+  }
+}
+
+/**
+ * Applies migrations 0001 up to `last` only, as a database that was migrated before the later
+ * files existed: for the tests of what a later migration does to existing rows.
+ */
+export async function migrateThrough(sql: Sql, last: number): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "mindroom-migrations-"));
+  try {
+    for (const name of await readdir(MIGRATIONS_DIR)) {
+      const id = /^(\d{4})_/.exec(name)?.[1];
+      if (id !== undefined && Number(id) <= last) await copyFile(join(MIGRATIONS_DIR, name), join(dir, name));
+    }
+    await migrate(sql, dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }

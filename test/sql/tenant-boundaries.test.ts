@@ -2,9 +2,6 @@
  * Issue 14 on plain Postgres and on a Supabase-shaped project: nothing a tenant writes reaches a
  * host, no existence oracle, no pre-claiming by an unconfirmed email, bounded tenant writes.
  */
-import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
@@ -12,8 +9,8 @@ import { desiredInstance } from "../../src/reconciler/desired.ts";
 import { DEFAULT_TEMPLATE, templateRepositories } from "../../src/reconciler/template.ts";
 import { upsertAccountFromCustomer } from "../../src/state/billing.ts";
 import { createInstanceStore } from "../../src/state/instances.ts";
-import { migrate, MIGRATIONS_DIR } from "../../src/state/migrate.ts";
-import { createEmptyDatabase, createTestDatabase, FLAVORS, type TestDatabase } from "../helpers/db.ts";
+import { migrate } from "../../src/state/migrate.ts";
+import { createEmptyDatabase, createTestDatabase, FLAVORS, migrateThrough, type TestDatabase } from "../helpers/db.ts";
 import { asRole, countRows, createCustomer, createInstance, SQLSTATE, sqlState } from "./support.ts";
 
 const RATE_LIMITED = "PT429";
@@ -205,10 +202,8 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
 describe("migration 0007 on a database that has overrides in instances.config", () => {
   test("moves them into instance_overrides and leaves the product settings", async () => {
     const db = await createEmptyDatabase();
-    const before = await mkdtemp(join(tmpdir(), "mindroom-migrations-"));
     try {
-      for (const name of (await readdir(MIGRATIONS_DIR)).filter((n) => /^000[1-6]_/.test(n))) await copyFile(join(MIGRATIONS_DIR, name), join(before, name));
-      await migrate(db.sql, before);
+      await migrateThrough(db.sql, 6);
       // As 0001-0006 knew it: no email_confirmed_at yet, the sign-up trigger creates the account.
       const [user] = await db.sql<{ id: string }[]>`insert into auth.users (email) values ('old@example.com') returning id`;
       const [sub] = await db.sql<{ id: string }[]>`insert into subscriptions (account_id, tier, status) values (${user!.id}, 'free', 'active') returning id`;
@@ -222,7 +217,6 @@ describe("migration 0007 on a database that has overrides in instances.config", 
         select i.config, o.components from instances i join instance_overrides o on o.instance_id = i.id where i.id = ${c.instanceId}`;
       expect(row).toEqual({ config: { agents: ["a"] }, components: overrides });
     } finally {
-      await rm(before, { recursive: true, force: true });
       await db.drop();
     }
   });
