@@ -198,6 +198,7 @@ const schema = z.object({
   LEADER_LEASE_TTL: duration("how long a leader's lease lasts without renewal; failover takes about this long").prefault(DEFAULTS.LEADER_LEASE_TTL),
   DB_REQUEST_TIMEOUT: duration("how long a request (the Stripe webhook) waits for the database before answering 503").prefault(DEFAULTS.DB_REQUEST_TIMEOUT),
   DB_STATEMENT_TIMEOUT: duration("the server-side statement_timeout of every connection").prefault(DEFAULTS.DB_STATEMENT_TIMEOUT),
+  API_TRUST_PROXY: optionalText.pipe(z.enum(["true", "false"], "expected true or false").optional()),
   FAULT_KILL_AFTER_ACTIONS: optionalText.pipe(
     z
       .string()
@@ -265,6 +266,8 @@ export interface Config {
   readonly dbRequestTimeoutMs: number;
   /** statement_timeout set on every connection: a statement the server runs longer is cancelled. */
   readonly dbStatementTimeoutMs: number;
+  /** The /v1 API takes client addresses from X-Forwarded-For (set only behind a proxy that writes it). */
+  readonly apiTrustProxy: boolean;
   /**
    * Test-only fault injection: SIGKILL this process right after its Nth external action ran
    * (`executed`, before the journal records it) or was journaled. Unset in production.
@@ -361,6 +364,7 @@ function toConfig(raw: Raw): Config {
     sandboxDokkuVersion: raw.SANDBOX_DOKKU_VERSION,
     leaderLeaseTtlMs: raw.LEADER_LEASE_TTL,
     dbRequestTimeoutMs: raw.DB_REQUEST_TIMEOUT,
+    apiTrustProxy: raw.API_TRUST_PROXY === "true",
     dbStatementTimeoutMs: raw.DB_STATEMENT_TIMEOUT,
     faultKillAfterActions: raw.FAULT_KILL_AFTER_ACTIONS ? parseFault(raw.FAULT_KILL_AFTER_ACTIONS) : undefined,
   };

@@ -3,6 +3,7 @@
  * (embedded when no DATABASE_URL), migrations, seed of a brand-new embedded database, HTTP.
  * Later pieces (controller, sources, prober) attach to the same lifecycle.
  */
+import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
@@ -13,14 +14,17 @@ import ssh2 from "ssh2";
 
 import type { Config } from "./config.ts";
 import { createBackupStore } from "./drivers/backup-store/index.ts";
+import type { BackupStore } from "./drivers/backup-store/types.ts";
 import type { Sandbox } from "./drivers/dokku/sandbox/index.ts";
 import { baseRoutes, closeServer, createHttpServer, type Handler, listen, type Routes, sendJson } from "./http.ts";
 import type { Logger } from "./logger.ts";
 import { once } from "./once.ts";
 import { DOWNLOAD_PREFIX, downloadHandler } from "./runtime/backup-links.ts";
+import { openArchive } from "./runtime/backups.ts";
 import { type ControllerRuntime, type ControllerTuning,createControllerRuntime } from "./runtime/controller.ts";
 import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
 import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
+import { type Api, createApi } from "./sources/api/server.ts";
 import { createStripeMetrics } from "./sources/stripe/metrics.ts";
 import { startStripeSources } from "./sources/stripe/sources.ts";
 import { acquireDataDirLock } from "./state/data-dir-lock.ts";
@@ -29,6 +33,7 @@ import { withDeadline } from "./state/deadline.ts";
 import { superviseEmbeddedPostgres } from "./state/embedded-supervisor.ts";
 import { migrate, migrationStatus } from "./state/migrate.ts";
 import { registerPoolMetrics } from "./state/pool-metrics.ts";
+import { sendReconcileRequest } from "./state/reconcile-requests.ts";
 
 /**
  * Connections to the database, split so that a webhook burst cannot starve the controller: the
@@ -120,11 +125,13 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
     });
     const stripe = await startStripe({ sql: db.sql, webhookSql }, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
-    Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), {
+    const api = await startApi({ sql: db.sql, config, logger, registry, backupStore, masterKey: keys.masterKey });
+    stops.push(api.close);
+    Object.assign(routes, baseRoutes(registry, { notReadyReason: () => readiness(db) }), apiRoutes(api.handler), {
       "POST /webhooks/stripe": stripe.webhook,
       [`GET ${DOWNLOAD_PREFIX}*`]: downloadHandler({ sql: db.sql, store: backupStore, masterKey: keys.masterKey, now: () => new Date(), logger }),
     });
-    logger.info({ address: bound.address, port: bound.port }, `listening on http://${bound.address}:${bound.port} (/healthz, /readyz, /metrics, /webhooks/stripe)`);
+    logger.info({ address: bound.address, port: bound.port }, `listening on http://${bound.address}:${bound.port} (/healthz, /readyz, /metrics, /webhooks/stripe, /v1)`);
     return { port: bound.port, db, registry, controller, sandbox: hosts.sandbox, fatal, stop: once(() => runStops(stops, logger)) };
   } catch (error) {
     await runStops(stops, logger);
@@ -151,6 +158,28 @@ async function startStripe(pools: { sql: Sql; webhookSql: Sql }, config: Config,
       await sources.done;
     },
   };
+}
+
+/** The customer API on every replica; its writes reach the leader through the database. */
+async function startApi(wiring: { sql: Sql; config: Config; logger: Logger; registry: Registry; backupStore: BackupStore; masterKey: string }): Promise<Api> {
+  const { sql, config } = wiring;
+  return createApi({
+    sql,
+    logger: wiring.logger.child({ component: "api" }),
+    registry: wiring.registry,
+    requestTimeoutMs: config.dbRequestTimeoutMs,
+    gracePeriodMs: config.gracePeriodMs,
+    retentionPeriodMs: config.retentionPeriodMs,
+    manualBackupsPerDay: config.backups.manualPerDay,
+    trustProxy: config.apiTrustProxy,
+    openArchive: (backupId, signal) => openArchive({ sql, store: wiring.backupStore, masterKey: wiring.masterKey }, backupId, signal),
+    requestReconcile: (subscriptionId) => sendReconcileRequest(sql, { key: subscriptionId, request: randomUUID(), deep: true }),
+  });
+}
+
+/** Every method under `/v1/` goes to the API's own router. */
+function apiRoutes(handler: Handler): Routes {
+  return Object.fromEntries(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map((method) => [`${method} /v1/*`, handler]));
 }
 
 /** What answers while the daemon starts: alive, not ready. */

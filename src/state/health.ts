@@ -144,6 +144,29 @@ export async function recordRestart(sql: Db, instanceId: string, component: Comp
     from updated`;
 }
 
+/** When the customer last asked for a restart not yet done, or null. */
+export async function restartRequestedAt(sql: Db, instanceId: string): Promise<Date | null> {
+  const [row] = await sql<{ at: Date | null }[]>`select restart_requested_at as at from instances where id = ${instanceId}`;
+  return row?.at ?? null;
+}
+
+/**
+ * The restart asked at `requestedAt` (as read, to the millisecond) is done: cleared unless asked
+ * again since, and audited at `now`. Health's bookkeeping (restart_count, last_restart_at) is left
+ * alone: the customer asked for it, it is no incident.
+ */
+export async function clearRestartRequest(sql: Db, instanceId: string, requestedAt: Date, now: Date): Promise<void> {
+  await sql`
+    with cleared as (
+      update instances set restart_requested_at = null
+      where id = ${instanceId} and date_trunc('milliseconds', restart_requested_at) = ${requestedAt}
+      returning id, account_id
+    )
+    insert into audit_logs (account_id, instance_id, action, action_category, details, actor, created_at)
+    select account_id, id, 'instance_restarted', 'instance', jsonb_build_object('requested_at', ${requestedAt}::timestamptz), 'controller', ${now}
+    from cleared`;
+}
+
 /** The instance was healthy: restarts without recovery start from zero again. Idempotent. */
 export async function markRecovered(sql: Db, instanceId: string): Promise<void> {
   await sql`update instances set restart_count = 0 where id = ${instanceId} and restart_count <> 0`;

@@ -25,7 +25,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Serialises placement so two workers never fill the same last slot of a host. */
 const PLACEMENT_LOCK = "mindroom_placement";
 
-interface SubscriptionRow {
+/** The columns `toSubscription` maps (select them as loadSubject does). */
+export interface SubscriptionRow {
   id: string;
   account_id: string;
   tier: Tier;
@@ -112,7 +113,7 @@ async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileS
   };
 }
 
-function toSubscription(row: SubscriptionRow): SubscriptionState {
+export function toSubscription(row: SubscriptionRow): SubscriptionState {
   const features: Record<string, boolean> = {};
   for (const [name, value] of Object.entries(row.features ?? {})) features[name] = value === true;
   return {
