@@ -102,7 +102,7 @@ export interface Answer {
   readonly bytes: Buffer;
 }
 
-export async function call(server: ApiServer, method: string, path: string, options: { key?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
+export async function call(server: ApiServer, method: string, path: string, options: { key?: string | undefined; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.key) headers["authorization"] = `Bearer ${options.key}`;
   if (options.body !== undefined) headers["content-type"] ??= "application/json";

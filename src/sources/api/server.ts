@@ -26,6 +26,7 @@ import { installErrorHandling } from "./error-handling.ts";
 import { installGuards } from "./guards.ts";
 import { installIdempotency } from "./idempotency.ts";
 import { createApiMetrics } from "./metrics.ts";
+import { servedDocument } from "./openapi.ts";
 import { registerAccountRoutes } from "./routes/account.ts";
 import { registerBackupRoutes } from "./routes/backups.ts";
 import { registerInstanceRoutes } from "./routes/instances.ts";
@@ -106,10 +107,25 @@ export async function createApi(deps: ApiDeps): Promise<Api> {
     clock: () => ({ now: now(), gracePeriodMs: deps.gracePeriodMs, retentionPeriodMs: deps.retentionPeriodMs }),
     db: (what, call) => withDeadline(deps.requestTimeoutMs, what, call),
   };
+  const lastUsed = new LastUsedBatcher(deps.sql, LAST_USED_FLUSH_MS, (error) => deps.logger.warn({ err: error }, "could not record API keys' last use; will retry"));
+  const app = await buildApp(ctx, lastUsed);
+  lastUsed.start();
+  const document = servedDocument(app.swagger());
+  return {
+    handler: (req, res) => app.routing(req, res),
+    document: () => document,
+    close: async () => {
+      await lastUsed.stop();
+      await app.close();
+    },
+  };
+}
+
+async function buildApp(ctx: ApiContext, lastUsed: LastUsedBatcher): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: MAX_BODY_BYTES,
-    trustProxy: deps.trustProxy ?? false,
+    trustProxy: ctx.deps.trustProxy ?? false,
     genReqId: () => `req_${randomBytes(12).toString("hex")}`,
   });
   app.setValidatorCompiler(validatorCompiler);
@@ -126,24 +142,15 @@ export async function createApi(deps: ApiDeps): Promise<Api> {
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
   });
-  const lastUsed = new LastUsedBatcher(deps.sql, LAST_USED_FLUSH_MS, (error) => deps.logger.warn({ err: error }, "could not record API keys' last use; will retry"));
-  lastUsed.start();
-  const metrics = createApiMetrics(deps.registry);
-  installErrorHandling(app, deps.logger, metrics);
+  const metrics = createApiMetrics(ctx.deps.registry);
+  installErrorHandling(app, ctx.deps.logger, metrics);
   installGuards(app, ctx, lastUsed, metrics);
   installIdempotency(app, ctx);
   const typed = app.withTypeProvider<ZodTypeProvider>();
   registerAccountRoutes(typed, ctx);
   registerInstanceRoutes(typed, ctx);
   registerBackupRoutes(typed, ctx);
-  app.get("/v1/openapi.json", { config: { anonymous: true }, schema: { hide: true } }, () => app.swagger());
+  app.get("/v1/openapi.json", { config: { anonymous: true }, schema: { hide: true } }, () => servedDocument(app.swagger()));
   await app.ready();
-  return {
-    handler: (req, res) => app.routing(req, res),
-    document: () => app.swagger(),
-    close: async () => {
-      await lastUsed.stop();
-      await app.close();
-    },
-  };
+  return app;
 }

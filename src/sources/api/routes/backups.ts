@@ -18,6 +18,8 @@ import { backupJson } from "../views.ts";
 import { idempotencyHeaders, loadInstance } from "./instances.ts";
 
 const tags = ["backups"];
+/** Marks the one binary response; the document builder (openapi.ts) gives it its media type. */
+export const BINARY_DOWNLOAD = "The archive: a tar.gz (application/gzip), decrypted and verified";
 const PAGE = 100;
 
 export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
@@ -56,8 +58,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
       tags,
       summary: "Download a completed backup: the decrypted tar.gz, verified against its recorded sha256 as it streams",
       params: idParams,
-      produces: ["application/gzip"],
-      response: { 200: z.any().describe("The archive (application/gzip)"), ...errorResponses() },
+      response: { 200: z.any().describe(BINARY_DOWNLOAD), ...errorResponses() },
     },
   }, async (request, reply) => {
     const backup = await loadBackup(ctx, callerOf(request).accountId, request.params.id);
