@@ -40,8 +40,8 @@ async function create(args: string[]): Promise<number> {
   if (!values.account || !values.name || !values.scopes) return fail("create", "--account, --name and --scopes are required");
   const scopes = values.scopes.split(",").map((s) => s.trim()).filter((s) => s !== "");
   if (scopes.length === 0) return fail("create", `--scopes needs at least one of ${SCOPES}`);
-  const ttl = values.expires === undefined ? undefined : ms(values.expires as ms.StringValue);
-  if (ttl !== undefined && !(Number.isFinite(ttl) && ttl > 0)) return fail("create", `--expires must be a duration such as 90d or 12h (got ${JSON.stringify(values.expires)})`);
+  const ttl = values.expires === undefined ? undefined : (ms(values.expires as ms.StringValue) as number | undefined);
+  if (values.expires !== undefined && !(ttl !== undefined && Number.isFinite(ttl) && ttl > 0)) return fail("create", `--expires must be a duration such as 90d or 12h (got ${JSON.stringify(values.expires)})`);
   const { account, name, json } = values;
   return withDatabase(async ({ db }) => {
     const owner = await findAccount(db.sql, account);
