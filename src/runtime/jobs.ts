@@ -1,6 +1,7 @@
 /**
  * The leader's scheduled jobs (DESIGN section 10): `reset_daily_usage` at 00:00 UTC, and hourly
- * `calculate_storage_usage`, `auto_pause_inactive_instances` and daily `cleanup_expired_data`.
+ * `calculate_storage_usage`, `auto_pause_inactive_instances`, `sweep_api_state` (the API's expired
+ * idempotency keys and idle rate-limit buckets) and daily `cleanup_expired_data`.
  * Checked every minute; each runs once per period across replicas (src/state/jobs.ts).
  */
 import { setTimeout as sleep } from "node:timers/promises";
@@ -20,6 +21,7 @@ export const JOB_PERIODS: Readonly<Record<JobName, number>> = {
   cleanup_expired_data: DAY_MS,
   auto_pause_inactive_instances: HOUR_MS,
   calculate_storage_usage: HOUR_MS,
+  sweep_api_state: HOUR_MS,
 };
 
 /** Start of the period containing `now` (pure). */

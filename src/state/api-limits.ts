@@ -2,7 +2,7 @@
  * The API's state shared by every replica (migration 0014): token buckets for rate limits and
  * remembered idempotency keys.
  */
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 
 export interface Bucket {
   /** `key:<api key id>` or `addr:<client address>`. */
@@ -82,7 +82,7 @@ export async function releaseIdempotencyKey(sql: Sql, accountId: string, key: st
 }
 
 /** Deletes idempotency keys past the window and buckets idle for an hour (full again by then). */
-export async function sweepApiState(sql: Sql): Promise<{ keys: number; buckets: number }> {
+export async function sweepApiState(sql: Sql | TransactionSql): Promise<{ keys: number; buckets: number }> {
   const keys = await sql`
     delete from public.api_idempotency_keys where created_at < now() - make_interval(hours => ${IDEMPOTENCY_WINDOW_HOURS})`;
   const buckets = await sql`delete from public.api_rate_buckets where updated_at < now() - interval '1 hour'`;

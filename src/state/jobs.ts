@@ -4,14 +4,17 @@
  */
 import type { Sql, TransactionSql } from "postgres";
 
-export type JobName = "reset_daily_usage" | "cleanup_expired_data" | "auto_pause_inactive_instances" | "calculate_storage_usage";
+import { sweepApiState } from "./api-limits.ts";
 
-/** The SQL of each job; every function is defined in migrations/0004. */
+export type JobName = "reset_daily_usage" | "cleanup_expired_data" | "auto_pause_inactive_instances" | "calculate_storage_usage" | "sweep_api_state";
+
+/** The SQL of each job; the functions are defined in migrations/0004, the sweep in api-limits.ts. */
 const JOBS: Record<JobName, (tx: TransactionSql) => Promise<unknown>> = {
   reset_daily_usage: async (tx) => (await tx<{ result: number }[]>`select public.reset_daily_usage() as result`)[0]?.result,
   cleanup_expired_data: async (tx) => (await tx<{ result: unknown }[]>`select public.cleanup_expired_data() as result`)[0]?.result,
   auto_pause_inactive_instances: async (tx) => (await tx<{ result: number }[]>`select public.auto_pause_inactive_instances() as result`)[0]?.result,
   calculate_storage_usage: async (tx) => (await tx<{ result: number }[]>`select public.calculate_all_storage_usage() as result`)[0]?.result,
+  sweep_api_state: (tx) => sweepApiState(tx),
 };
 
 export const JOB_NAMES = Object.keys(JOBS) as JobName[];

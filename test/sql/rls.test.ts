@@ -36,6 +36,8 @@ const MATRIX: Record<string, Read> = {
   tenant_quotas: { kind: "none" },
   instance_restores: { kind: "none" },
   stripe_customers: { kind: "none" },
+  api_rate_buckets: { kind: "none" },
+  api_idempotency_keys: { kind: "none" },
 };
 
 // The whole matrix runs on plain Postgres and on a Supabase-shaped project (issue 14).
@@ -58,6 +60,8 @@ describe.each(FLAVORS)("on %s Postgres", (flavor) => {
       values ('evt_1', 'customer.subscription.updated', 'cus_demo_starter', now(), '{}')`;
     await sql`insert into instance_operations (instance_id, action, target, epoch) values (${SEED.instance.starter}, 'createApp', 'demo-starter-matrix', 0)`;
     await sql`insert into health_checks (instance_id, component, ok) values (${SEED.instance.starter}, 'backend', true)`;
+    await sql`insert into api_rate_buckets (bucket, tokens, updated_at) values ('key:x', 1, now())`;
+    await sql`insert into api_idempotency_keys (account_id, idempotency_key, fingerprint) values (${USER}, 'k', ${"0".repeat(64)})`;
     await sql`
       insert into notifications (account_id, kind, dedupe_key, recipient, subject, body)
       values (${USER}, 'welcome', 'welcome:x', 'demo-starter@example.com', 'Hi', 'Welcome')`;

@@ -26,12 +26,12 @@ describe("scheduled jobs", () => {
     await db.sql`update subscriptions set messages_today = 42`;
     const now = new Date("2026-11-24T10:30:00Z");
     const [a, b] = await Promise.all([runDueJobs(db.sql, now, quiet), runDueJobs(db.sql, now, quiet)]);
-    expect([...a, ...b].sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage", "cleanup_expired_data", "reset_daily_usage"]);
+    expect([...a, ...b].sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage", "cleanup_expired_data", "reset_daily_usage", "sweep_api_state"]);
     const [usage] = await db.sql<{ max: number }[]>`select max(messages_today)::int as max from subscriptions`;
     expect(usage!.max).toBe(0);
     expect(await runDueJobs(db.sql, new Date("2026-11-24T10:59:00Z"), quiet)).toEqual([]);
-    expect((await runDueJobs(db.sql, new Date("2026-11-24T11:00:00Z"), quiet)).sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage"]);
-    expect((await runDueJobs(db.sql, new Date("2026-11-25T00:00:01Z"), quiet)).sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage", "cleanup_expired_data", "reset_daily_usage"]);
+    expect((await runDueJobs(db.sql, new Date("2026-11-24T11:00:00Z"), quiet)).sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage", "sweep_api_state"]);
+    expect((await runDueJobs(db.sql, new Date("2026-11-25T00:00:01Z"), quiet)).sort()).toEqual(["auto_pause_inactive_instances", "calculate_storage_usage", "cleanup_expired_data", "reset_daily_usage", "sweep_api_state"]);
     const rows = await db.sql<{ name: string; last_error: string | null }[]>`select name, last_error from scheduled_jobs order by name`;
     expect(rows.every((row) => row.last_error === null)).toBe(true);
   });
