@@ -1,7 +1,7 @@
 /**
  * The alert rules and the dashboard only work if the daemon exports what they select. promtool
  * cannot run in CI, so this checks it against a real `serve` process: the seed converged on the
- * sandbox host, probed, and one Stripe webhook answered; then every selector in
+ * sandbox host, probed, one Stripe webhook and one /v1 API request answered; then every selector in
  * deploy/prometheus/alerts.yml and deploy/grafana/mindroom-reconciler.json must name a metric with
  * samples in its /metrics, and every label its matchers use must be on those samples.
  */
@@ -71,6 +71,7 @@ describe("metrics the deployment assets use", () => {
       timeout: 60_000,
     });
     expect(send.status, send.stderr).toBe(0);
+    expect((await fetch(`http://127.0.0.1:${port}/v1/openapi.json`, { signal: AbortSignal.timeout(5000) })).status).toBe(200);
 
     const samples = exposedSamples(await scrape(port));
     const selectors = [...alertExpressions(), ...dashboardExpressions()].flatMap(selectorsOf);
