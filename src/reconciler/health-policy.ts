@@ -5,10 +5,9 @@
  */
 import { createHash } from "node:crypto";
 
-import type { Component } from "./types.ts";
+import type { AggregateHealth, Component } from "./types.ts";
 
-/** The aggregate the prober writes to `instances.health_status` (never "unknown": that is "not probed yet"). */
-export type AggregateHealth = "healthy" | "degraded" | "critical" | "unreachable";
+export type { AggregateHealth };
 
 export interface ComponentResult {
   readonly component: Component;

@@ -277,6 +277,9 @@ export type InstanceStatus =
 
 export type HealthStatus = "unknown" | "healthy" | "degraded" | "critical" | "unreachable";
 
+/** The aggregate the prober writes to `instances.health_status` (never "unknown": that is "not probed yet"). */
+export type AggregateHealth = Exclude<HealthStatus, "unknown">;
+
 export interface Condition {
   readonly type: "Ready" | "Synced" | "Healthy" | "BackedUp" | "Restored";
   readonly status: "True" | "False" | "Unknown";

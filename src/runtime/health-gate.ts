@@ -7,7 +7,7 @@
  */
 import type { Sql } from "postgres";
 
-import { instanceRestartDecision, restartDecision } from "../reconciler/health-policy.ts";
+import { consecutiveFailures, instanceRestartDecision, restartDecision } from "../reconciler/health-policy.ts";
 import type { HealthGate } from "../reconciler/reconcile.ts";
 import { type Component, COMPONENTS } from "../reconciler/types.ts";
 import { clearRestartRequest, incidentKey, raiseHealthAlert, recordRestart, restartRequestedAt, restartState } from "../state/health.ts";
@@ -24,14 +24,15 @@ export function createHealthGate(sql: Sql): HealthGate {
       }
       const state = await restartState(sql, instance.id);
       if (!state || !shouldRun) return { restart: [], fail: null };
-      const decision = instanceRestartDecision(state.components.map((component) => restartDecision({ ...component, shouldRun, now })));
+      const components = state.components.map((c) => ({ ...c, failuresInARow: consecutiveFailures(c.recentProbes) }));
+      const decision = instanceRestartDecision(components.map((component) => restartDecision({ ...component, shouldRun, now })));
       switch (decision.kind) {
         case "none":
           return { restart: [], fail: null };
         case "restart":
           return { restart: [...decision.components], fail: null };
         case "fail": {
-          const failing = state.components.filter((c) => c.failuresInARow > 0).map((c) => c.component);
+          const failing = components.filter((c) => c.failuresInARow > 0).map((c) => c.component);
           await raiseHealthAlert(sql, {
             instanceId: instance.id,
             incidentKey: incidentKey(state.unhealthySince ?? now),

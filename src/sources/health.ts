@@ -20,6 +20,7 @@ import { coerceError } from "../errors.ts";
 import {
   aggregate,
   type AggregateHealth,
+  consecutiveFailures,
   FAILURE_THRESHOLD,
   nextProbeAt,
   phaseOffsetMs,
@@ -27,7 +28,7 @@ import {
 import { HEALTH_PROBE_BUCKETS } from "../reconciler/metrics.ts";
 import { BASE_DOMAIN_PLACEHOLDER, DEFAULT_TEMPLATE, SUBDOMAIN_PLACEHOLDER } from "../reconciler/template.ts";
 import { type Component, COMPONENTS } from "../reconciler/types.ts";
-import { listProbeTargets, markRecovered, type ProbeResult, type ProbeTarget, recentFailures, recordResults } from "../state/health.ts";
+import { listProbeTargets, markRecovered, type ProbeResult, type ProbeTarget, recentProbes, recordResults } from "../state/health.ts";
 
 export const HEALTH_PROBE_METRIC = "mindroom_health_probe_seconds";
 export const DEFAULT_HEALTH_INTERVAL_MS = 5 * 60_000;
@@ -283,7 +284,8 @@ export class HealthProber {
     const failing: Component[] = [];
     for (const r of results) {
       if (r.ok) continue;
-      if ((await recentFailures(this.o.sql, instanceId, r.component, FAILURE_THRESHOLD)) >= FAILURE_THRESHOLD) failing.push(r.component);
+      const recent = await recentProbes(this.o.sql, instanceId, r.component, FAILURE_THRESHOLD);
+      if (consecutiveFailures(recent) >= FAILURE_THRESHOLD) failing.push(r.component);
     }
     return failing;
   }

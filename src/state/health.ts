@@ -11,8 +11,7 @@
  */
 import type { JSONValue, Sql, TransactionSql } from "postgres";
 
-import { type AggregateHealth, consecutiveFailures } from "../reconciler/health-policy.ts";
-import { type Component, COMPONENTS } from "../reconciler/types.ts";
+import { type AggregateHealth, type Component, COMPONENTS } from "../reconciler/types.ts";
 
 export type Db = Sql | TransactionSql;
 
@@ -117,8 +116,11 @@ async function updateUptime(sql: Db, instanceId: string, now: Date): Promise<voi
     where id = ${instanceId}`;
 }
 
-/** Failures in a row of one component among its latest `n` probes since the instance's last restart. */
-export async function recentFailures(sql: Db, instanceId: string, component: Component, n: number): Promise<number> {
+/**
+ * The latest `n` probe outcomes of one component since the instance's last restart, newest first
+ * (what health-policy's `consecutiveFailures` counts).
+ */
+export async function recentProbes(sql: Db, instanceId: string, component: Component, n: number): Promise<{ ok: boolean }[]> {
   const rows = await sql<{ ok: boolean }[]>`
     select c.ok
     from health_checks c
@@ -127,7 +129,7 @@ export async function recentFailures(sql: Db, instanceId: string, component: Com
       and (i.last_restart_at is null or c.checked_at > i.last_restart_at)
     order by c.checked_at desc
     limit ${n}`;
-  return consecutiveFailures(rows);
+  return [...rows];
 }
 
 /** Counts one restart of the instance (of `component`) and audits it. */
@@ -174,13 +176,14 @@ export async function markRecovered(sql: Db, instanceId: string): Promise<void> 
 
 export interface ComponentRestartState {
   readonly component: Component;
-  readonly failuresInARow: number;
+  /** Latest probe outcomes since the last restart, newest first. */
+  readonly recentProbes: readonly { readonly ok: boolean }[];
   readonly lastRestartAt: Date | null;
   readonly restartsWithoutRecovery: number;
 }
 
 export interface InstanceRestartState {
-  /** Per component: everything `restartDecision` needs except `shouldRun` and `now`. */
+  /** Per component: what `restartDecision` needs, but `shouldRun`, `now` and the failure count. */
   readonly components: readonly ComponentRestartState[];
   /**
    * First failed probe after the instance's last healthy round, or null when nothing failed since:
@@ -196,8 +199,8 @@ export async function restartState(sql: Db, instanceId: string, window = 10): Pr
   if (!inst) return undefined;
   const components: ComponentRestartState[] = [];
   for (const component of COMPONENTS) {
-    const failuresInARow = await recentFailures(sql, instanceId, component, window);
-    components.push({ component, failuresInARow, lastRestartAt: inst.last_restart_at, restartsWithoutRecovery: inst.restart_count });
+    const recent = await recentProbes(sql, instanceId, component, window);
+    components.push({ component, recentProbes: recent, lastRestartAt: inst.last_restart_at, restartsWithoutRecovery: inst.restart_count });
   }
   return { components, unhealthySince: await unhealthySince(sql, instanceId) };
 }
