@@ -41,16 +41,24 @@ begin
     raise exception 'bad bucket: capacity %, refill %/s, cost %', p_capacity, p_refill_per_second, p_cost
       using errcode = 'invalid_parameter_value';
   end if;
-  insert into public.api_rate_buckets (bucket, tokens, updated_at) values (p_bucket, p_capacity, v_now)
-  on conflict (bucket) do nothing;
-  select least(p_capacity, b.tokens + greatest(0, extract(epoch from v_now - b.updated_at)) * p_refill_per_second)
-    into v_tokens
-    from public.api_rate_buckets b where b.bucket = p_bucket for update;
-  v_allowed := v_tokens >= p_cost;
-  if v_allowed then
-    v_tokens := v_tokens - p_cost;
+  if p_cost = 0 then
+    -- Only looking: no row is written (a bucket never taken from is full).
+    select least(p_capacity, b.tokens + greatest(0, extract(epoch from v_now - b.updated_at)) * p_refill_per_second)
+      into v_tokens from public.api_rate_buckets b where b.bucket = p_bucket;
+    v_tokens := coalesce(v_tokens, p_capacity);
+    v_allowed := true;
+  else
+    insert into public.api_rate_buckets (bucket, tokens, updated_at) values (p_bucket, p_capacity, v_now)
+    on conflict (bucket) do nothing;
+    select least(p_capacity, b.tokens + greatest(0, extract(epoch from v_now - b.updated_at)) * p_refill_per_second)
+      into v_tokens
+      from public.api_rate_buckets b where b.bucket = p_bucket for update;
+    v_allowed := v_tokens >= p_cost;
+    if v_allowed then
+      v_tokens := v_tokens - p_cost;
+    end if;
+    update public.api_rate_buckets set tokens = v_tokens, updated_at = v_now where bucket = p_bucket;
   end if;
-  update public.api_rate_buckets set tokens = v_tokens, updated_at = v_now where bucket = p_bucket;
   return query select v_allowed, floor(v_tokens)::int,
                       ceil((p_capacity - v_tokens) / p_refill_per_second)::int,
                       ceil(greatest(0, greatest(p_cost, 1) - v_tokens) / p_refill_per_second)::int;
