@@ -38,6 +38,9 @@ describe("token buckets", () => {
     expect(later.remaining).toBe(1);
     await db.sql`update public.api_rate_buckets set updated_at = updated_at - interval '1 hour' where bucket = ${bucket.name}`;
     expect((await takeToken(db.sql, bucket, 0)).remaining).toBe(3); // never above capacity
+    const [row] = await db.sql<{ idle: boolean }[]>`select updated_at < now() - interval '59 minutes' as idle from public.api_rate_buckets where bucket = ${bucket.name}`;
+    expect(row!.idle).toBe(true); // looking wrote nothing
+    await db.sql`delete from public.api_rate_buckets where bucket = ${bucket.name}`;
   });
 
   test("concurrent takes never hand out more than the capacity", async () => {
