@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L]`
+ * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L] [--workers W] [--json]`
  *
  * From an empty platform to N running instances on H sandbox Dokku hosts over real SSH (each SSH
  * command delayed by MS on the host), with real Postgres, then one steady-state pass over every
@@ -8,14 +8,16 @@
  * fresh database and fresh hosts, through the naive baseline (see bench/lib/naive-observer.ts:
  * per-app observation, deep observe every pass, one instance at a time), and the report gives
  * naive / ours. `--naive-instances M` runs the baseline on M instances instead (0 skips it), for
- * sizes where it would take hours; ratios are then per instance and say so.
+ * sizes where it would take hours (default: min(N, 200)); ratios are then per instance and say so.
  *
- * Prints one JSON object, then a readable table. CPU and memory are this process's, i.e. the
- * controller's: each sandbox host runs in its own process (bench/lib/sandbox-process.ts), whose
- * CPU time is reported apart ("host cpu s"), and Postgres runs apart. The bound is the converge
- * time if every host's HOST_CONCURRENCY slots were busy all along: 19 SSH commands per instance
- * (the provisioning sequence) × N × latency ÷ (hosts × HOST_CONCURRENCY); "converge/bound" is
- * how far from it the run was.
+ * Prints a readable table, or with `--json` one JSON object alone (`summarize`). CPU, memory and
+ * event-loop delay are this process's, i.e. the controller's: each sandbox host runs in its own
+ * process (bench/lib/sandbox-process.ts), whose CPU time is reported apart ("host cpu s"), and
+ * Postgres runs apart. SSH commands are split into observing (`*:report`, `*:list`, `*:export`,
+ * `*:active`) and mutating (the rest). The bound is the converge time if every host's
+ * HOST_CONCURRENCY slots were busy with mutating commands all along: mutating commands per
+ * instance (as measured) × N × latency ÷ (hosts × HOST_CONCURRENCY); converge ÷ bound is how far
+ * from it the run was.
  */
 import { parseArgs } from "node:util";
 
@@ -30,7 +32,13 @@ interface Options {
   readonly naiveInstances: number;
   readonly timeoutMs: number;
   readonly logLevel: string;
+  readonly json: boolean;
+  /** MAX_CONCURRENT_RECONCILES for `ours`; the daemon's default when absent. */
+  readonly workers: number | undefined;
 }
+
+/** The naive baseline provisions one instance at a time: beyond this many it would take hours. */
+const NAIVE_DEFAULT_MAX = 200;
 
 function parse(argv: string[]): Options {
   const { values } = parseArgs({
@@ -42,6 +50,8 @@ function parse(argv: string[]): Options {
       "naive-instances": { type: "string" },
       timeout: { type: "string" },
       "log-level": { type: "string" },
+      json: { type: "boolean" },
+      workers: { type: "string" },
     },
   });
   const number = (name: string, raw: string | undefined, fallback: number, min: number): number => {
@@ -54,9 +64,11 @@ function parse(argv: string[]): Options {
     instances,
     hosts: number("hosts", values.hosts, 4, 1),
     latencyMs: number("latency", values.latency, 20, 0),
-    naiveInstances: number("naive-instances", values["naive-instances"], instances, 0),
+    naiveInstances: number("naive-instances", values["naive-instances"], Math.min(instances, NAIVE_DEFAULT_MAX), 0),
     timeoutMs: number("timeout", values.timeout, 900, 1) * 1000,
     logLevel: values["log-level"] ?? "silent",
+    json: values.json ?? false,
+    workers: values.workers === undefined ? undefined : number("workers", values.workers, 0, 1),
   };
 }
 
@@ -71,24 +83,62 @@ export async function run(argv: string[]): Promise<void> {
   const pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
   try {
     const common = { hosts: options.hosts, latencyMs: options.latencyMs, timeoutMs: options.timeoutMs, logLevel: options.logLevel, signal: interrupted.signal };
-    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances } satisfies RunOptions);
+    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances, ...(options.workers !== undefined && { workers: options.workers }) } satisfies RunOptions);
     if (options.naiveInstances > 0) naive = await runScale(pg, { ...common, mode: "naive", instances: options.naiveInstances });
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await pg.close();
   }
-  const result = {
-    benchmark: "scale",
-    parameters: { instances: options.instances, hosts: options.hosts, latencyMs: options.latencyMs, naiveInstances: options.naiveInstances, postgres: pg.source },
-    ours,
-    naive,
-    ratios: naive ? ratios(ours, options.instances, naive, options.naiveInstances) : null,
-    bound: boundOf(options, ours),
-  };
-  process.stdout.write(`${JSON.stringify(result)}\n\n`);
-  process.stdout.write(`${report(result.parameters, ours, naive, result.ratios)}\n`);
+  const r = naive ? ratios(ours, options.instances, naive, options.naiveInstances) : null;
+  const summary = summarize(options, ours, naive, r);
+  if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else process.stdout.write(`${report(options, ours, naive, r, summary)}\n`);
 }
+
+/** Observing Dokku subcommands; every other command changes something. */
+const OBSERVING = /:(report|list|export|active)$/;
+
+function commandSplit(phase: PhaseResult): { mutating: number; observing: number } {
+  let mutating = 0;
+  let observing = 0;
+  for (const [name, count] of Object.entries(phase.byCommand)) {
+    if (OBSERVING.test(name)) observing += count;
+    else mutating += count;
+  }
+  return { mutating, observing };
+}
+
+/** The figures of a run, as `--json` prints them. */
+function summarize(options: Options, ours: RunResult, naive: RunResult | null, r: Ratios | null) {
+  const split = commandSplit(ours.converge);
+  const hostConcurrency = loadConfig({}).hostConcurrency;
+  const mutatingPerInstance = split.mutating / options.instances;
+  const boundSeconds = (mutatingPerInstance * options.instances * options.latencyMs) / 1000 / (options.hosts * hostConcurrency);
+  return {
+    instances: options.instances,
+    hosts: options.hosts,
+    latencyMs: options.latencyMs,
+    hostConcurrency,
+    sshPerInstance: { mutating: round(mutatingPerInstance), observing: round(split.observing / options.instances) },
+    convergeSeconds: round(ours.converge.seconds),
+    boundSeconds: round(boundSeconds),
+    convergeOverBound: round(ours.converge.seconds / boundSeconds),
+    controller: {
+      peakRssMb: round(ours.peakRssMb),
+      cpuSeconds: round(ours.converge.cpuSeconds + ours.steady.cpuSeconds),
+      convergeCpuSeconds: round(ours.converge.cpuSeconds),
+      eventLoopP99Ms: round(ours.eventLoopP99Ms),
+      eventLoopMaxMs: round(ours.eventLoopMaxMs),
+    },
+    steady: { sshCommands: ours.steady.sshCommands, sshCommandsPerHost: ours.steady.sshCommandsPerHost, seconds: round(ours.steady.seconds), cpuSeconds: round(ours.steady.cpuSeconds) },
+    errors: ours.converge.reconcileErrors + ours.steady.reconcileErrors,
+    hostCpuSeconds: round(ours.converge.hostCpuSeconds + ours.steady.hostCpuSeconds),
+    naive: naive && r ? { instances: options.naiveInstances, convergeSeconds: round(naive.converge.seconds), steadySshCommands: naive.steady.sshCommands, ratios: r } : null,
+  };
+}
+
+const round = (v: number): number => Math.round(v * 100) / 100;
 
 interface Ratios {
   /** "total" when both ran the same N; "per instance" when the baseline ran fewer. */
@@ -108,12 +158,12 @@ function ratios(ours: RunResult, n: number, naive: RunResult, m: number): Ratios
   };
 }
 
-function report(parameters: { instances: number; hosts: number; latencyMs: number; naiveInstances: number }, ours: RunResult, naive: RunResult | null, r: Ratios | null): string {
+function report(options: Options, ours: RunResult, naive: RunResult | null, r: Ratios | null, summary: ReturnType<typeof summarize>): string {
   const runs = naive ? [ours, naive] : [ours];
-  const sizes = [parameters.instances, parameters.naiveInstances];
-  const rows = runs.map((run, i) => row(run, sizes[i] ?? parameters.instances));
+  const sizes = [options.instances, options.naiveInstances];
+  const rows = runs.map((run, i) => row(run, sizes[i] ?? options.instances));
   const lines = [
-    `scale: ${parameters.hosts} sandbox hosts, ${parameters.latencyMs} ms per SSH command`,
+    `scale: ${options.hosts} sandbox hosts, ${options.latencyMs} ms per SSH command`,
     table(rows),
     "",
     ...runs.map((run) => `${run.mode}: ${run.description}`),
@@ -124,23 +174,12 @@ function report(parameters: { instances: number; hosts: number; latencyMs: numbe
   } else {
     lines.push("naive baseline not run (--naive-instances 0)");
   }
-  const b = boundOf({ ...parameters, latencyMs: parameters.latencyMs }, ours);
-  lines.push(`ours: bound ${b.boundSeconds.toFixed(1)} s (19 × N × latency ÷ (hosts × ${b.hostConcurrency})), converge ÷ bound ${b.convergeOverBound.toFixed(2)}, controller CPU ${b.cpuMsPerInstance.toFixed(1)} ms per instance, peak RSS ${ours.peakRssMb.toFixed(0)} MB`);
+  const s = summary;
+  lines.push(
+    `ours: ${s.sshPerInstance.mutating} mutating + ${s.sshPerInstance.observing} observing SSH commands per instance; bound ${s.boundSeconds} s (mutating × N × latency ÷ (hosts × ${s.hostConcurrency})), converge ÷ bound ${s.convergeOverBound}`,
+    `controller: peak RSS ${s.controller.peakRssMb} MB, CPU ${s.controller.cpuSeconds} s, event-loop delay p99 ${s.controller.eventLoopP99Ms} ms (max ${s.controller.eventLoopMaxMs} ms); steady pass ${s.steady.sshCommands} SSH commands, ${s.steady.seconds} s, ${s.steady.cpuSeconds} s CPU`,
+  );
   return lines.join("\n");
-}
-
-/** Provisioning commands per instance (3 apps), the unit of the converge bound. */
-const COMMANDS_PER_INSTANCE = 19;
-
-function boundOf(options: { instances: number; hosts: number; latencyMs: number }, ours: RunResult) {
-  const hostConcurrency = loadConfig({}).hostConcurrency;
-  const boundSeconds = (COMMANDS_PER_INSTANCE * options.instances * options.latencyMs) / 1000 / (options.hosts * hostConcurrency);
-  return {
-    hostConcurrency,
-    boundSeconds,
-    convergeOverBound: ours.converge.seconds / boundSeconds,
-    cpuMsPerInstance: (ours.converge.cpuSeconds * 1000) / options.instances,
-  };
 }
 
 function row(run: RunResult, instances: number): Record<string, string | number> {
@@ -157,6 +196,7 @@ function row(run: RunResult, instances: number): Record<string, string | number>
     "host cpu s": run.converge.hostCpuSeconds + run.steady.hostCpuSeconds,
     errors: run.converge.reconcileErrors + run.steady.reconcileErrors,
     "peak rss MB": run.peakRssMb,
+    "loop p99 ms": run.eventLoopP99Ms,
   };
 }
 

@@ -1,163 +1,158 @@
 /**
- * `npm run bench -- webhook [--requests N] [--concurrency C]`
+ * `npm run bench -- webhook [--rates 500,2000] [--duration S] [--warmup S] [--cpu-prof DIR] [--json]`
  *
- * Webhook answer time (p50/p99) and throughput under a steady load of signed events on loopback,
- * with the inbox durable in real Postgres (DATABASE_URL, or an embedded server in a temp dir),
- * compared with a baseline measured in the same run: the same requests to a handler that only
- * verifies the signature and answers, without the insert. Then the inbox worker's processing
- * rate (payload mode: accounts, subscriptions and instance requests really written).
+ * The Stripe webhook of the real daemon against a minimal handler, at the rates Stripe sends.
+ * Both run as processes of their own against the same database (DATABASE_URL, or an embedded
+ * server in a temporary directory): the daemon is `mindroom-reconciler serve` as `npm start` runs
+ * it (routing, logging at info to a file, metrics, its inbox worker and controller running), the
+ * baseline is bench/lib/webhook-baseline.ts (verify with stripe-node, insert ON CONFLICT DO
+ * NOTHING, answer). For each rate, a load generator in another process (bench/lib/webhook-load.ts)
+ * sends distinct, validly signed events open-loop for `--duration` seconds (default 60) to the
+ * baseline, then to the daemon. Reported per rate: achieved rate, p50/p99/max latency from the
+ * moment each request was due, errors, and daemon p99 ÷ baseline p99; and the daemon's inbox
+ * during and after its phase: the largest pending backlog, the backlog when the load stopped and
+ * how long it took to drain to zero. `--json` prints the JSON alone.
  */
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
-import { Registry } from "prom-client";
-import Stripe from "stripe";
 
-import { StripeInbox } from "../src/sources/stripe/inbox.ts";
-import { createStripeMetrics } from "../src/sources/stripe/metrics.ts";
-import { StripeSim } from "../src/sources/stripe/sim.ts";
-import { createStripeWebhookHandler } from "../src/sources/stripe/webhook.ts";
-import { connect, withDatabaseName } from "../src/state/db.ts";
-import { openOwnEmbeddedDatabase } from "../src/state/embedded.ts";
-import { migrate } from "../src/state/migrate.ts";
+import { loadConfig } from "../src/config.ts";
+import { type BenchPostgres, openBenchPostgres } from "./lib/pg.ts";
+import type { LoadResult } from "./lib/webhook-load.ts";
+import { type Endpoint, runLoadProcess, startBaseline, startDaemon } from "./lib/webhook-processes.ts";
 
-const SECRET = "whsec_bench";
-const logger = { info: () => {}, warn: () => {}, error: () => {}, debug: () => {} };
+const SECRET = "whsec_bench_webhook";
+/** The daemon's webhook pool (src/main.ts WEBHOOK_POOL_MAX); the baseline gets as many connections. */
+const WEBHOOK_POOL_MAX = 6;
+const WARMUP_RATE = 200;
+const DRAIN_LIMIT_MS = 300_000;
 
-interface LoadResult {
-  readonly requests: number;
+interface Options {
+  readonly rates: number[];
   readonly seconds: number;
-  readonly perSecond: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly non200: number;
+  readonly warmupSeconds: number;
+  readonly cpuProfDir: string | undefined;
+  readonly json: boolean;
+}
+
+type Latency = Pick<LoadResult, "achieved" | "p50Ms" | "p99Ms" | "maxMs" | "errors">;
+
+export interface InboxBacklog {
+  /** Largest count of pending events seen during the phase (sampled each second). */
+  readonly maxPending: number;
+  /** Pending events when the last request was answered. */
+  readonly pendingAtEnd: number;
+  /** Seconds from then until nothing was pending. */
+  readonly drainSeconds: number;
+}
+
+export interface RateResult {
+  readonly rate: number;
+  readonly daemon: Latency;
+  readonly baseline: Latency;
+  readonly p99Ratio: number;
+  readonly inbox: InboxBacklog;
+}
+
+function parse(argv: string[]): Options {
+  const { values } = parseArgs({ args: argv, options: { rates: { type: "string" }, duration: { type: "string" }, warmup: { type: "string" }, "cpu-prof": { type: "string" }, json: { type: "boolean" } } });
+  const rates = (values.rates ?? "500,2000").split(",").map(Number);
+  if (rates.some((rate) => !Number.isInteger(rate) || rate < 1)) throw new Error(`bench webhook: --rates must be positive integers separated by commas, got ${values.rates}`);
+  const seconds = Number(values.duration ?? 60);
+  const warmupSeconds = Number(values.warmup ?? 5);
+  if (!(seconds > 0) || !(warmupSeconds >= 0)) throw new Error("bench webhook: --duration must be > 0 and --warmup >= 0 (seconds)");
+  return { rates, seconds, warmupSeconds, cpuProfDir: values["cpu-prof"], json: values.json ?? false };
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { requests: { type: "string" }, concurrency: { type: "string" } } });
-  const requests = Number(values.requests ?? 2000);
-  const concurrency = Number(values.concurrency ?? 16);
-  const pg = await openPostgres();
+  const options = parse(argv);
+  const dir = await mkdtemp(join(tmpdir(), "mindroom-bench-webhook-"));
+  const stops: Array<() => Promise<void>> = [];
+  let pg: BenchPostgres | undefined;
   try {
-    const bodies = signedEvents(requests);
-    const metrics = createStripeMetrics(new Registry());
-    const baseline = await serve(baselineHandler());
-    const durable = await serve(createStripeWebhookHandler({ sql: pg.sql, secrets: [SECRET], metrics, logger }));
-    await load(baseline.url, bodies.slice(0, 200), concurrency); // warm-up, both paths
-    const base = await load(baseline.url, bodies, concurrency);
-    const real = await load(durable.url, bodies, concurrency);
-    await baseline.close();
-    await durable.close();
-    const worker = await drainWorker(pg.sql, metrics);
-    report({ requests, concurrency, baseline: base, webhook: real, worker });
+    pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
+    const db = await pg.createDatabase("webhook", { max: 1 });
+    const baseline = await startBaseline({ databaseUrl: db.url, secret: SECRET, poolMax: WEBHOOK_POOL_MAX });
+    stops.push(() => baseline.stop());
+    const daemon = await startDaemon({ databaseUrl: db.url, secret: SECRET, dir, ...(options.cpuProfDir && { cpuProfDir: options.cpuProfDir }) });
+    stops.push(() => daemon.stop());
+    const results = await measureRates(db.sql, { baseline, daemon }, options);
+    process.stdout.write(options.json ? `${JSON.stringify({ rates: results })}\n` : `${report(results, options)}\n`);
   } finally {
-    await pg.close();
+    for (const stop of stops.reverse()) await stop().catch((error: unknown) => process.stderr.write(`bench webhook: cleanup failed: ${String(error)}\n`));
+    await pg?.close();
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** Half `customer.created`, half `customer.subscription.created`, with their invoices: what Stripe sends for new sign-ups. */
-function signedEvents(n: number): Array<{ body: string; signature: string }> {
-  const sim = new StripeSim(() => Math.floor(Date.now() / 1000));
-  while (sim.events.length < n) sim.createSubscription({ customer: sim.createCustomer({ email: null }), tier: "starter" });
-  return sim.events.slice(0, n).map((event) => {
-    const body = JSON.stringify(event);
-    return { body, signature: Stripe.webhooks.generateTestHeaderString({ payload: body, secret: SECRET }) };
-  });
+async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, options: Options): Promise<RateResult[]> {
+  if (options.warmupSeconds > 0) {
+    for (const target of [targets.baseline, targets.daemon]) await runLoadProcess({ url: target.url, rate: WARMUP_RATE, seconds: options.warmupSeconds, secret: SECRET });
+    await drain(sql);
+  }
+  const results: RateResult[] = [];
+  for (const rate of options.rates) {
+    const request = { rate, seconds: options.seconds, secret: SECRET };
+    const baseline = latency(await runLoadProcess({ ...request, url: targets.baseline.url }));
+    const watch = watchBacklog(sql);
+    const daemon = latency(await runLoadProcess({ ...request, url: targets.daemon.url }));
+    const { maxPending, pendingAtEnd } = await watch.stop();
+    const drainSeconds = await drain(sql);
+    results.push({ rate, daemon, baseline, p99Ratio: round(daemon.p99Ms / baseline.p99Ms), inbox: { maxPending, pendingAtEnd, drainSeconds } });
+  }
+  return results;
 }
 
-/** Verifies like the real handler and answers 200, with no database. */
-function baselineHandler(): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
-  return async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    Stripe.webhooks.constructEvent(Buffer.concat(chunks), String(req.headers["stripe-signature"]), SECRET);
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end('{"received":true}');
-  };
-}
+const latency = (r: LoadResult): Latency => ({ achieved: r.achieved, p50Ms: r.p50Ms, p99Ms: r.p99Ms, maxMs: r.maxMs, errors: r.errors });
 
-async function serve(handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Promise<{ url: string; close(): Promise<void> }> {
-  const listener: RequestListener = (req, res) => void handler(req, res);
-  const server = createServer({ keepAlive: true }, listener);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/webhooks/stripe`,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
-  };
-}
+const pendingCount = async (sql: Sql): Promise<number> => (await sql<{ n: number }[]>`select count(*)::int as n from public.stripe_events where status = 'pending'`)[0]!.n;
 
-async function load(url: string, bodies: ReadonlyArray<{ body: string; signature: string }>, concurrency: number): Promise<LoadResult> {
-  const latencies: number[] = [];
-  let next = 0;
-  let non200 = 0;
-  const started = performance.now();
-  const workers = Array.from({ length: concurrency }, async () => {
-    while (next < bodies.length) {
-      const item = bodies[next++]!;
-      const t0 = performance.now();
-      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", "stripe-signature": item.signature }, body: item.body });
-      await res.arrayBuffer();
-      latencies.push(performance.now() - t0);
-      if (res.status !== 200) non200 += 1;
+/** Samples the pending backlog each second until stopped. */
+function watchBacklog(sql: Sql): { stop(): Promise<{ maxPending: number; pendingAtEnd: number }> } {
+  let maxPending = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      maxPending = Math.max(maxPending, await pendingCount(sql));
+      await sleep(1_000);
     }
-  });
-  await Promise.all(workers);
-  const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  const pct = (p: number): number => round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0);
-  return { requests: bodies.length, seconds: round(seconds), perSecond: round(bodies.length / seconds), p50Ms: pct(0.5), p99Ms: pct(0.99), non200 };
-}
-
-async function drainWorker(sql: Sql, metrics: ReturnType<typeof createStripeMetrics>): Promise<{ events: number; seconds: number; perSecond: number }> {
-  const inbox = new StripeInbox({ sql, stripe: null, priceTiers: {}, metrics, logger, deferMs: 0 });
-  const started = performance.now();
-  let events = 0;
-  for (let idle = 0; idle < 3; ) {
-    const pass = await inbox.processPendingOnce();
-    events += pass.counts.processed ?? 0;
-    idle = pass.events === 0 ? idle + 1 : 0;
-  }
-  const seconds = (performance.now() - started) / 1000;
-  return { events, seconds: round(seconds), perSecond: round(events / seconds) };
-}
-
-function report(r: { requests: number; concurrency: number; baseline: LoadResult; webhook: LoadResult; worker: { events: number; seconds: number; perSecond: number } }): void {
-  const ratio = { p50: round(r.webhook.p50Ms / r.baseline.p50Ms), p99: round(r.webhook.p99Ms / r.baseline.p99Ms), throughput: round(r.webhook.perSecond / r.baseline.perSecond) };
-  process.stdout.write(`${JSON.stringify({ benchmark: "webhook", ...r, ratio }, null, 2)}\n\n`);
-  const row = (name: string, l: LoadResult): string => `${name.padEnd(22)} ${String(l.p50Ms).padStart(8)} ${String(l.p99Ms).padStart(8)} ${String(l.perSecond).padStart(10)} ${String(l.non200).padStart(6)}`;
-  process.stdout.write(`${"path".padEnd(22)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"req/s".padStart(10)} ${"non200".padStart(6)}\n`);
-  process.stdout.write(`${row("verify only (baseline)", r.baseline)}\n${row("verify + inbox insert", r.webhook)}\n`);
-  process.stdout.write(`ratio webhook/baseline: p50 x${ratio.p50}, p99 x${ratio.p99}, throughput x${ratio.throughput}\n`);
-  process.stdout.write(`inbox worker: ${r.worker.events} events in ${r.worker.seconds} s = ${r.worker.perSecond} events/s\n`);
-}
-
-const round = (v: number): number => Math.round(v * 100) / 100;
-
-/** DATABASE_URL, else an embedded server in a temp dir; either way a fresh, migrated database. */
-async function openPostgres(): Promise<{ sql: Sql; close(): Promise<void> }> {
-  const external = process.env.DATABASE_URL;
-  const dir = external ? null : await mkdtemp(join(tmpdir(), "mindroom-bench-"));
-  const server = dir ? await openOwnEmbeddedDatabase(dir, () => {}) : null;
-  const adminUrl = external ?? server!.url;
-  const name = `mindroom_bench_${Math.random().toString(36).slice(2, 10)}`;
-  const admin = connect(adminUrl, { max: 1 });
-  await admin.unsafe(`create database ${name}`);
-  const sql = connect(withDatabaseName(adminUrl, name), { max: 20 });
-  await migrate(sql);
+  })();
   return {
-    sql,
-    close: async () => {
-      await sql.end({ timeout: 5 });
-      await admin.unsafe(`drop database if exists ${name} with (force)`);
-      await admin.end();
-      await server?.stop();
-      if (dir) await rm(dir, { recursive: true, force: true });
+    stop: async () => {
+      running = false;
+      await loop;
+      const pendingAtEnd = await pendingCount(sql);
+      return { maxPending: Math.max(maxPending, pendingAtEnd), pendingAtEnd };
     },
   };
 }
+
+/** Waits until the daemon's inbox worker has nothing pending; returns how long that took. */
+async function drain(sql: Sql): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const pending = await pendingCount(sql);
+    if (pending === 0) return round((performance.now() - started) / 1000);
+    if (performance.now() - started > DRAIN_LIMIT_MS) throw new Error(`the daemon's inbox still had ${pending} pending events ${DRAIN_LIMIT_MS / 1000} s after the load stopped`);
+    await sleep(100);
+  }
+}
+
+function report(results: RateResult[], options: Options): string {
+  const header = ["rate/s", "handler", "achieved/s", "p50 ms", "p99 ms", "max ms", "errors", "p99 ratio", "inbox max", "at end", "drain s"];
+  const rows = results.flatMap((r) => [
+    [r.rate, "baseline", r.baseline.achieved, r.baseline.p50Ms, r.baseline.p99Ms, r.baseline.maxMs, r.baseline.errors, "", "", "", ""],
+    [r.rate, "daemon", r.daemon.achieved, r.daemon.p50Ms, r.daemon.p99Ms, r.daemon.maxMs, r.daemon.errors, r.p99Ratio, r.inbox.maxPending, r.inbox.pendingAtEnd, r.inbox.drainSeconds],
+  ]);
+  const cells = [header, ...rows.map((row) => row.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  const lines = cells.map((row) => row.map((cell, i) => cell.padStart(widths[i]!)).join("  "));
+  return [`webhook: open loop, ${options.seconds} s per rate and handler, distinct signed events; latency from each request's due time`, ...lines].join("\n");
+}
+
+const round = (v: number): number => Math.round(v * 100) / 100;

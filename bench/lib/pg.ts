@@ -16,6 +16,8 @@ import { migrate } from "../../src/state/migrate.ts";
 
 export interface BenchDatabase {
   readonly sql: Sql;
+  /** The database's URL, for a process of its own (it holds the credentials: never print it). */
+  readonly url: string;
   /** Ends the pool and drops the database. Idempotent. */
   drop(): Promise<void>;
 }
@@ -44,10 +46,12 @@ export async function openBenchPostgres(databaseUrl: string | undefined): Promis
     createDatabase: async (label, options) => {
       const name = `mindroom_bench_${label.replace(/[^a-z0-9]/g, "")}_${Math.random().toString(36).slice(2, 10)}`;
       await admin`create database ${admin(name)}`;
-      const sql = connect(withDatabaseName(adminUrl, name), { max: options?.max ?? 20, applicationName: "mindroom-bench" });
+      const url = withDatabaseName(adminUrl, name);
+      const sql = connect(url, { max: options?.max ?? 20, applicationName: "mindroom-bench" });
       let dropped: Promise<void> | undefined;
       const database: BenchDatabase = {
         sql,
+        url,
         drop: () =>
           (dropped ??= (async () => {
             open.delete(database);

@@ -17,6 +17,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { type Logger, pino } from "pino";
@@ -55,6 +56,8 @@ export interface RunOptions {
   /** Give up converging after this long. */
   readonly timeoutMs: number;
   readonly logLevel: string;
+  /** Workers of `ours` (MAX_CONCURRENT_RECONCILES); the daemon's default when absent. */
+  readonly workers?: number;
   /** Aborts the run (Ctrl-C): the waits throw, and everything started is cleaned up. */
   readonly signal: AbortSignal;
 }
@@ -80,6 +83,9 @@ export interface RunResult {
   readonly steady: PhaseResult;
   readonly peakRssMb: number;
   readonly startRssMb: number;
+  /** Event-loop delay of the controller over converge and steady state (perf_hooks, 10 ms resolution). */
+  readonly eventLoopP99Ms: number;
+  readonly eventLoopMaxMs: number;
 }
 
 const DESCRIPTIONS: Record<Mode, string> = {
@@ -110,10 +116,14 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
     const sandboxes = await startSandboxes(options, cleanup);
     const world = await wire(db.sql, sandboxes, options, cleanup);
     sampler.start();
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const converge = await measure(world, sampler, () => converged(world, options));
     const steady = await measure(world, sampler, () => steadyPass(world, options.signal));
+    loop.disable();
     const rss = sampler.stop();
-    return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss) };
+    const eventLoop = { eventLoopP99Ms: loop.percentile(99) / 1e6, eventLoopMaxMs: loop.max / 1e6 };
+    return { mode: options.mode, description: DESCRIPTIONS[options.mode], workers: world.workers, converge, steady, ...mb(rss), ...eventLoop };
   } finally {
     sampler.stop();
     for (const step of cleanup.reverse()) await step().catch((error: unknown) => process.stderr.write(`bench scale: cleanup failed: ${String(error)}\n`));
@@ -153,7 +163,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
   const now = (): number => Date.now();
   const observer = options.mode === "ours" ? new Observer({ driver, hostTtlMs: DAY_MS, deepIntervalMs: DAY_MS, now }) : new NaiveObserver(driver, now);
   const reconciler = buildReconciler({ sql, config, driver, observer, masterKey: "bench-master-key-0123456789abcdef0123456789", backupStore: createLocalStore(backupDir), now: () => new Date(), epoch: () => lease.epoch });
-  const workers = options.mode === "ours" ? config.maxConcurrentReconciles : 1;
+  const workers = options.mode === "ours" ? (options.workers ?? config.maxConcurrentReconciles) : 1;
   const queue = new WorkQueue({ name: "instance", metrics: metrics.forQueue("instance") });
   const controller = new Controller({
     name: "instance",

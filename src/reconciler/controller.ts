@@ -45,7 +45,7 @@ export interface ControllerOptions {
   readonly queue: WorkQueue;
   readonly metrics: ControllerMetrics;
   readonly logger: LoggerLike;
-  /** Workers, i.e. keys reconciled at once. Default 16 (MAX_CONCURRENT_RECONCILES). */
+  /** Workers, i.e. keys reconciled at once. Default 16; the daemon passes MAX_CONCURRENT_RECONCILES (default 64). */
   readonly maxConcurrentReconciles?: number;
   /** Per-reconcile deadline; on expiry the signal aborts and the key is retried. Default 120 s. */
   readonly reconcileTimeoutMs?: number;

@@ -56,30 +56,47 @@ export interface PendingEvent {
 /**
  * Customers with due pending events, the customer of the oldest event first (arrival order).
  * Events without a customer are returned under the key "" (processed one by one).
+ *
+ * Reads at most `DUE_WINDOW` due events, oldest first, through the pending index, so a pass costs
+ * the same with 100 events pending as with 100,000: the customers returned are those of the
+ * oldest due events (fewer than `limit` when the window holds fewer customers; the next pass
+ * takes the next ones).
  */
 export async function dueCustomers(sql: Db, now: Date, limit: number): Promise<string[]> {
   const rows = await sql<{ customer: string }[]>`
-    select coalesce(customer_id, '') as customer
-    from stripe_events
-    where status = 'pending' and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
-    group by coalesce(customer_id, '')
+    select customer
+    from (
+      select coalesce(customer_id, '') as customer, received_at
+      from stripe_events
+      where status = 'pending' and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
+      order by received_at
+      limit ${Math.max(limit, DUE_WINDOW)}
+    ) as due
+    group by customer
     order by min(received_at)
     limit ${limit}`;
   return rows.map((r) => r.customer);
 }
 
+/** How many of the oldest due events `dueCustomers` looks at. */
+const DUE_WINDOW = 2_000;
+
 // "Due" compares with the later of the worker's clock and the database's: defaults such as
 // `next_attempt_at default now()` come from the database clock, which can run a few
 // milliseconds ahead of the process's, and a worker with an injected clock may be ahead of both.
 
-/** Locks and returns one customer's due pending events in arrival order (skips rows locked elsewhere). */
+/**
+ * Locks and returns one customer's due pending events in arrival order (skips rows locked
+ * elsewhere); "" is the events without a customer. `customer_id = $1` (not `coalesce(...)`), so
+ * the lookup goes through the customer index whatever the backlog.
+ */
 export async function lockDueEvents(sql: TransactionSql, customer: string, now: Date, limit: number): Promise<PendingEvent[]> {
   const rows = await sql<
     { id: string; type: string; object_id: string | null; customer_id: string | null; created: Date; received_at: Date; attempts: number; payload: unknown }[]
   >`
     select id, type, object_id, customer_id, created, received_at, attempts, payload
     from stripe_events
-    where status = 'pending' and coalesce(customer_id, '') = ${customer}
+    where status = 'pending' and ${customer === "" ? sql`customer_id is null` : sql`customer_id = ${customer}`}
       and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
     order by received_at, id
     limit ${limit}

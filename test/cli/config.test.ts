@@ -54,7 +54,7 @@ describe("loadConfig", () => {
 
   test("defaults when nothing is set", () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ port: 8080, dataDir: "./.data", maxConcurrentReconciles: 16, hostConcurrency: 4, baseDomain: "mindroom.localhost" });
+    expect(config).toMatchObject({ port: 8080, dataDir: "./.data", maxConcurrentReconciles: 64, hostConcurrency: 4, baseDomain: "mindroom.localhost" });
     expect(config.gracePeriodMs).toBe(7 * 24 * 3600 * 1000);
     expect(config.resyncIntervalMs).toBe(5 * 60 * 1000);
     expect(Object.isFrozen(config)).toBe(true);

@@ -70,6 +70,15 @@ export type PayloadOutcome =
   | { readonly kind: "deferred"; readonly detail: string };
 
 /**
+ * Whether applying this event's payload can change anything: false for the kinds
+ * `applyEventPayload` skips without a query, so the worker need not open a savepoint for them.
+ */
+export function payloadHasState(type: string): boolean {
+  const kind = classifyEventType(type);
+  return kind === "customer" || kind === "subscription";
+}
+
+/**
  * Applies one event's own object. `invoice.*` and `checkout.session.completed` change nothing in
  * this mode: a failed payment moves the subscription to `past_due` through the
  * `customer.subscription.updated` Stripe sends with it, never through the invoice event alone.

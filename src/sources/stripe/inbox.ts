@@ -26,7 +26,7 @@ import {
   markProcessed,
   type PendingEvent,
 } from "../../state/stripe-events.ts";
-import { applyCustomerState, applyEventPayload, fetchCustomerState, type StripeClient } from "./apply.ts";
+import { applyCustomerState, applyEventPayload, fetchCustomerState, payloadHasState, type StripeClient } from "./apply.ts";
 import { eventTypeLabel, type PriceTierMap } from "./map.ts";
 import type { StripeEventResult, StripeMetrics } from "./metrics.ts";
 import type { StripeLogger } from "./webhook.ts";
@@ -60,6 +60,8 @@ export const INBOX_DEFAULTS = {
   maxWaitMs: 3 * 24 * 3600 * 1000,
 } satisfies Partial<StripeInboxOptions>;
 
+const GAUGE_REFRESH_MS = 5_000;
+
 export interface InboxPassResult {
   readonly customers: number;
   readonly events: number;
@@ -75,6 +77,7 @@ export function retryDelayMs(attempt: number, backoff: { minMs: number; maxMs: n
 export class StripeInbox {
   private readonly o: Required<Omit<StripeInboxOptions, "stripe">> & { stripe: StripeClient | null };
   private wakeUp: (() => void) | null = null;
+  private gaugesAt: number | undefined;
 
   constructor(options: StripeInboxOptions) {
     if (options.maxAttempts !== undefined && options.maxAttempts < 1) throw new Error("StripeInbox: maxAttempts must be >= 1");
@@ -124,14 +127,14 @@ export class StripeInbox {
     const limit = pLimit(this.o.concurrency);
     const counts: Partial<Record<StripeEventResult, number>> = {};
     const perCustomer = await Promise.all(customers.map((c) => limit(() => this.processCustomer(c, counts))));
-    await this.refreshGauges();
+    await this.refreshGauges(counts.dead !== undefined);
     return { customers: customers.length, events: perCustomer.reduce((a, b) => a + b, 0), counts };
   }
 
   private async processCustomer(customer: string, counts: Partial<Record<StripeEventResult, number>>): Promise<number> {
     return this.o.sql.begin(async (tx) => {
-      await tx`select set_config('mindroom.actor', 'stripe', true)`;
-      const [lock] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(hashtext(${`stripe_customer:${customer}`})) as locked`;
+      const [lock] = await tx<{ locked: boolean }[]>`
+        select set_config('mindroom.actor', 'stripe', true), pg_try_advisory_xact_lock(hashtext(${`stripe_customer:${customer}`})) as locked`;
       if (lock?.locked !== true) return 0;
       const events = await lockDueEvents(tx, customer, this.o.now(), this.o.eventsPerCustomer);
       const record = (event: PendingEvent, result: StripeEventResult): void => {
@@ -158,21 +161,24 @@ export class StripeInbox {
     }
   }
 
+  /** Each event in a savepoint of its own; the processed ones marked together at the end. */
   private async processPayloads(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
+    const processed: string[] = [];
     for (const event of events) {
       try {
-        const outcome = await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers));
+        const outcome = payloadHasState(event.type) ? await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers)) : await applyEventPayload(tx, event, this.o.priceTiers);
         if (outcome.kind === "deferred") {
           await this.defer(tx, event, outcome.detail, record);
           continue;
         }
-        await markProcessed(tx, [event.id]);
+        processed.push(event.id);
         record(event, "processed");
         this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
       } catch (thrown) {
         await this.fail(tx, event, coerceError(thrown), record);
       }
     }
+    await markProcessed(tx, processed);
   }
 
   private async defer(tx: TransactionSql, event: PendingEvent, reason: string, record: Recorder): Promise<void> {
@@ -198,7 +204,15 @@ export class StripeInbox {
     else this.o.logger.warn(log, "stripe event failed: will retry");
   }
 
-  private async refreshGauges(): Promise<void> {
+  /**
+   * The inbox gauges, from a count over the whole inbox: after the first pass, then at most every
+   * `GAUGE_REFRESH_MS` (a pass takes a fraction of a second under load, and the count grows with
+   * the table), and at once when a pass marked an event dead.
+   */
+  private async refreshGauges(sawDead: boolean): Promise<void> {
+    const now = performance.now();
+    if (!sawDead && this.gaugesAt !== undefined && now - this.gaugesAt < GAUGE_REFRESH_MS) return;
+    this.gaugesAt = now;
     const summary = await inboxSummary(this.o.sql);
     this.o.metrics.inboxPending.set(summary.counts.pending);
     this.o.metrics.inboxDead.set(summary.counts.dead);
