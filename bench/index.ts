@@ -3,6 +3,7 @@
  * against a baseline measured in the same run.
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(argv: string[]): Promise<void> }>> = {
+  api: () => import("./api.ts"),
   backup: () => import("./backup.ts"),
   ssh: () => import("./ssh.ts"),
   scale: () => import("./scale.ts"),

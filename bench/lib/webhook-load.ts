@@ -2,9 +2,7 @@
  * The webhook benchmark's load generator, in a process of its own (forked by bench/webhook.ts) so
  * that it never shares an event loop with a server it measures.
  *
- * Open loop: request i is due at start + i / rate, whatever the answers to earlier requests; a
- * request's latency runs from the moment it was due (not from when it went out), so a server or
- * generator that falls behind shows in the figures instead of slowing the load down. Each
+ * Open loop at a fixed rate (open-loop.ts). Each
  * request is a distinct event (StripeSim sign-ups whose first payment fails: customer,
  * subscription and invoice events that the inbox worker applies in full, without asking the
  * controller to provision anything), signed just before it is sent. undici's Pool keeps the
@@ -14,6 +12,7 @@ import Stripe from "stripe";
 import { Pool } from "undici";
 
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
+import { type LoadResult, openLoop, serveOverIpc } from "./open-loop.ts";
 
 export interface LoadRequest {
   readonly url: string;
@@ -22,16 +21,7 @@ export interface LoadRequest {
   readonly secret: string;
 }
 
-export interface LoadResult {
-  readonly requests: number;
-  /** Successful answers per second, from the first due time to the last answer. */
-  readonly achieved: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly maxMs: number;
-  /** Answers other than 200, transport errors and timeouts. */
-  readonly errors: number;
-}
+export type { LoadResult };
 
 const TIMEOUT_MS = 10_000;
 const CONNECTIONS = 256;
@@ -60,50 +50,18 @@ function eventBodies(): () => string {
 export async function runLoad(request: LoadRequest): Promise<LoadResult> {
   const url = new URL(request.url);
   const pool = new Pool(url.origin, { connections: CONNECTIONS, pipelining: 1, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
-  const total = Math.max(1, Math.round(request.rate * request.seconds));
-  const latencies = new Float64Array(total);
   const nextBody = eventBodies();
-  let errors = 0;
-  let lastAnswer = 0;
-  const send = async (i: number, due: number): Promise<void> => {
-    const body = nextBody();
-    const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: request.secret });
-    try {
+  try {
+    return await openLoop(request.rate, request.seconds, async () => {
+      const body = nextBody();
+      const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: request.secret });
       const res = await pool.request({ path: url.pathname, method: "POST", headers: { "content-type": "application/json", "stripe-signature": signature }, body });
       await res.body.dump();
-      if (res.statusCode !== 200) errors += 1;
-    } catch {
-      errors += 1;
-    }
-    lastAnswer = performance.now();
-    latencies[i] = lastAnswer - due;
-  };
-  const pending: Promise<void>[] = [];
-  const start = performance.now();
-  await new Promise<void>((resolve) => {
-    let sent = 0;
-    const tick = (): void => {
-      const due = Math.min(total, Math.floor(((performance.now() - start) * request.rate) / 1000) + 1);
-      for (; sent < due; sent++) pending.push(send(sent, start + (sent * 1000) / request.rate));
-      if (sent < total) setTimeout(tick, 1);
-      else resolve();
-    };
-    tick();
-  });
-  await Promise.all(pending);
-  await pool.close();
-  latencies.sort();
-  const at = (q: number): number => round(latencies[Math.min(total - 1, Math.floor(total * q))]!);
-  return { requests: total, achieved: round((total - errors) / ((lastAnswer - start) / 1000)), p50Ms: at(0.5), p99Ms: at(0.99), maxMs: round(latencies[total - 1]!), errors };
+      return res.statusCode === 200;
+    });
+  } finally {
+    await pool.close();
+  }
 }
 
-const round = (v: number): number => Math.round(v * 100) / 100;
-
-if (process.send) {
-  process.once("message", (request: LoadRequest) => {
-    void runLoad(request).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (error: unknown) => process.send?.({ error: String(error) }, () => process.exit(1)),
-    );
-  });
-}
+serveOverIpc(runLoad);

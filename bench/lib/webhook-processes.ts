@@ -88,14 +88,22 @@ export async function startBaseline(options: { databaseUrl: string; secret: stri
 
 /** One open-loop phase from a fresh generator process. */
 export async function runLoadProcess(request: LoadRequest): Promise<LoadResult> {
-  const child = fork(LOAD, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
-  const answer = new Promise<LoadResult>((resolve, reject) => {
-    child.once("message", (message: { result?: LoadResult; error?: string }) => (message.result ? resolve(message.result) : reject(new Error(`load generator: ${message.error}`))));
+  return runInChildProcess<LoadRequest, LoadResult>(LOAD, request, request.seconds * 1000 + LOAD_SLACK_MS, `the load generator did not finish ${request.rate}/s for ${request.seconds} s`);
+}
+
+/**
+ * Forks `module` (a load generator: it takes one request over IPC and answers `{result}` or
+ * `{error}`), sends it `request` and waits at most `limitMs` for the answer.
+ */
+export async function runInChildProcess<Request, Result>(module: string, request: Request, limitMs: number, timeoutMessage: string): Promise<Result> {
+  const child = fork(module, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const answer = new Promise<Result>((resolve, reject) => {
+    child.once("message", (message: { result?: Result; error?: string }) => (message.result ? resolve(message.result) : reject(new Error(`load generator: ${message.error}`))));
     child.once("exit", (code) => reject(new Error(`the load generator exited with ${code} before it reported`)));
   });
-  child.send(request);
+  child.send(request as never);
   try {
-    return await within(request.seconds * 1000 + LOAD_SLACK_MS, `the load generator did not finish ${request.rate}/s for ${request.seconds} s`, answer);
+    return await within(limitMs, timeoutMessage, answer);
   } finally {
     await stopChild(child, "SIGKILL");
   }
