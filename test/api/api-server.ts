@@ -18,6 +18,7 @@ import { type Api, createApi } from "../../src/sources/api/server.ts";
 import { createApiKey } from "../../src/state/api-keys.ts";
 import { seed } from "../../src/state/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { type ResponseChecker, responseChecker } from "./openapi.ts";
 
 export const ACCOUNTS = {
   free: "a0000000-0000-4000-8000-000000000001",
@@ -37,6 +38,8 @@ export interface ApiServer {
   readonly registry: Registry;
   readonly store: BackupStore;
   readonly reconcileRequests: string[];
+  /** Checks responses against this server's /v1/openapi.json (loaded once). */
+  checker(): Promise<ResponseChecker>;
   stop(): Promise<void>;
 }
 
@@ -72,7 +75,9 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     (error) => console.error(error),
   );
   const bound = await listen(server, 0, "127.0.0.1");
+  let checker: Promise<ResponseChecker> | undefined;
   return {
+    checker: () => (checker ??= responseChecker(api.document())),
     url: `http://127.0.0.1:${bound.port}`,
     db,
     api,
@@ -103,6 +108,10 @@ export interface Answer {
   readonly bytes: Buffer;
 }
 
+/**
+ * One request; every JSON answer of a documented operation is checked against /v1/openapi.json
+ * (a route the document does not have may only answer 404).
+ */
 export async function call(server: ApiServer, method: string, path: string, options: { key?: string | undefined; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.key) headers["authorization"] = `Bearer ${options.key}`;
@@ -116,5 +125,15 @@ export async function call(server: ApiServer, method: string, path: string, opti
   const bytes = Buffer.from(await response.arrayBuffer());
   const type = response.headers.get("content-type") ?? "";
   const body = type.includes("json") && bytes.length > 0 ? (JSON.parse(bytes.toString("utf8")) as unknown) : undefined;
+  if (body !== undefined && !path.startsWith("/v1/openapi.json")) conforms(await server.checker(), method, path, response.status, body);
   return { status: response.status, headers: response.headers, body, bytes };
+}
+
+function conforms(checker: ResponseChecker, method: string, path: string, status: number, body: unknown): void {
+  try {
+    checker.checkPath(method, path, status, body);
+  } catch (error) {
+    if (status === 404 && /matches no operation/.test((error as Error).message)) return;
+    throw error;
+  }
 }

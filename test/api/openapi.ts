@@ -14,6 +14,8 @@ type Document = { paths: Record<string, Record<string, Operation>> };
 export interface ResponseChecker {
   /** Throws unless `body` is what the document promises for this operation and status. */
   check(method: string, template: string, status: number, body: unknown): void;
+  /** The same for a concrete path (`/v1/instances/demo-starter?limit=1`): its template is found. */
+  checkPath(method: string, path: string, status: number, body: unknown): void;
   readonly paths: readonly string[];
 }
 
@@ -26,8 +28,15 @@ export async function responseChecker(document: unknown): Promise<ResponseChecke
   const ajv = new Ajv2020({ strict: false, allErrors: true });
   (addFormats as unknown as (ajv: Ajv2020) => void)(ajv);
   const compiled = new Map<string, ValidateFunction>();
-  return {
+  const templates = Object.keys(resolved.paths).map((path) => ({ path, pattern: new RegExp(`^${path.replace(/\{\w+\}/g, "[^/]+")}$`) }));
+  const checker: ResponseChecker = {
     paths: Object.keys(resolved.paths),
+    checkPath(method, path, status, body) {
+      const bare = path.split("?")[0]!;
+      const template = templates.find((t) => t.pattern.test(bare) && resolved.paths[t.path]?.[method.toLowerCase()]);
+      if (!template) throw new Error(`${method} ${bare} matches no operation of /v1/openapi.json`);
+      checker.check(method, template.path, status, body);
+    },
     check(method, template, status, body) {
       const path = template.replace(/:(\w+)/g, "{$1}");
       const operation = resolved.paths[path]?.[method.toLowerCase()];
@@ -40,4 +49,5 @@ export async function responseChecker(document: unknown): Promise<ResponseChecke
       if (!validate(body)) throw new Error(`${key}: body does not match the document: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body).slice(0, 500)}`);
     },
   };
+  return checker;
 }

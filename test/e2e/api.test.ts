@@ -20,6 +20,7 @@ import { openArchive } from "../../src/runtime/backups.ts";
 import { type Api, createApi } from "../../src/sources/api/server.ts";
 import { createApiKey } from "../../src/state/api-keys.ts";
 import { sendReconcileRequest } from "../../src/state/reconcile-requests.ts";
+import { type ResponseChecker, responseChecker } from "../api/openapi.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 
 const STARTER = "a0000000-0000-4000-8000-000000000002";
@@ -30,6 +31,7 @@ let server: Server;
 let base: string;
 let key: string;
 let dataDir: string;
+let checker: Promise<ResponseChecker>;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "mindroom-api-e2e-"));
@@ -49,6 +51,7 @@ beforeAll(async () => {
   });
   server = createHttpServer({ "GET /v1/*": api.handler, "POST /v1/*": api.handler }, (error) => console.error(error));
   base = `http://127.0.0.1:${(await listen(server, 0, "127.0.0.1")).port}`;
+  checker = responseChecker(api.document());
   key = (await createApiKey(h.db.sql, STARTER, "e2e", ["instances:read", "instances:write", "backups:read", "backups:write"], null)).key;
 }, 150_000);
 
@@ -59,10 +62,13 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
+/** One request; a JSON answer is checked against /v1/openapi.json. */
 async function v1(method: string, path: string): Promise<{ status: number; body: Record<string, unknown>; bytes: Buffer }> {
   const response = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(30_000) });
   const bytes = Buffer.from(await response.arrayBuffer());
-  const json = response.headers.get("content-type")?.includes("json") ? (JSON.parse(bytes.toString("utf8")) as Record<string, unknown>) : {};
+  const isJson = response.headers.get("content-type")?.includes("json") === true;
+  const json = isJson ? (JSON.parse(bytes.toString("utf8")) as Record<string, unknown>) : {};
+  if (isJson) (await checker).checkPath(method, path, response.status, json);
   return { status: response.status, body: json, bytes };
 }
 
