@@ -23,7 +23,11 @@ export interface ApiKeyRecord {
   readonly scopes: readonly string[];
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
-  /** The highest tier among the account's live subscriptions (trialing, active, past_due), or null. */
+  /**
+   * The account's plan: the highest tier among its live subscriptions (trialing, active,
+   * past_due), else among the others (a canceled subscription keeps API access to its
+   * instance's status and backups through the retention period), or null without any.
+   */
   readonly tier: Tier | null;
   /** That subscription's `features.api_access`. */
   readonly apiAccess: boolean;
@@ -36,8 +40,8 @@ export async function findApiKey(sql: Sql, key: string): Promise<ApiKeyRecord | 
     left join lateral (
       select s.tier, coalesce((s.features ->> 'api_access')::boolean, false) as api_access
       from public.subscriptions s join public.tiers t on t.name = s.tier
-      where s.account_id = k.account_id and s.status in ('trialing', 'active', 'past_due')
-      order by t.rank desc limit 1
+      where s.account_id = k.account_id
+      order by s.status in ('trialing', 'active', 'past_due') desc, t.rank desc, s.created_at desc limit 1
     ) s on true
     where k.key_hash = ${apiKeyHash(key)}`;
   if (!row) return undefined;

@@ -115,6 +115,28 @@ describe("request bodies and parameters", () => {
   });
 });
 
+describe("actions never raise above what billing allows", () => {
+  test("a canceled subscription's instance cannot be started or restarted (409 with the reason); stop still works", async () => {
+    const { key } = await makeKey(server, ACCOUNTS.starter, ALL_SCOPES);
+    await server.db.sql`update public.subscriptions set status = 'canceled', canceled_at = now() where account_id = ${ACCOUNTS.starter}`;
+    try {
+      const stop = await call(server, "POST", "/v1/instances/demo-starter/stop", { key });
+      expect(stop.status).toBe(202);
+      const start = await call(server, "POST", "/v1/instances/demo-starter/start", { key });
+      expect(start.status).toBe(409);
+      expect(errorCode(start.body)).toBe("subscription_does_not_allow");
+      expect((start.body as { error: { message: string } }).error.message).toMatch(/canceled since .*data retained until/);
+      const restart = await call(server, "POST", "/v1/instances/demo-starter/restart", { key });
+      expect(restart.status).toBe(409);
+      expect(errorCode(restart.body)).toBe("instance_not_running");
+      const [row] = await server.db.sql<{ desired_state: string | null; restart_requested_at: Date | null }[]>`select desired_state, restart_requested_at from public.instances where id = ${STARTER_INSTANCE}`;
+      expect(row).toEqual({ desired_state: "stopped", restart_requested_at: null });
+    } finally {
+      await server.db.sql`update public.subscriptions set status = 'active', canceled_at = null where account_id = ${ACCOUNTS.starter}`;
+    }
+  });
+});
+
 describe("rate limits", () => {
   test("a starter key gets 60 requests at once, then 429 with Retry-After, and recovers", async () => {
     const { key } = await makeKey(server, ACCOUNTS.starter, ALL_SCOPES);

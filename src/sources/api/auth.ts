@@ -42,7 +42,7 @@ export async function authenticate(sql: Sql, key: string, now: Date): Promise<Ca
   if (record.revokedAt) throw unauthenticated("api_key_revoked", `This API key was revoked at ${record.revokedAt.toISOString()}: create a new one`);
   if (record.expiresAt && record.expiresAt <= now) throw unauthenticated("api_key_expired", `This API key expired at ${record.expiresAt.toISOString()}: create a new one`);
   if (!record.apiAccess || record.tier === null || record.tier === "free") {
-    const tier = record.tier ?? "no active subscription";
+    const tier = record.tier ?? "no subscription";
     throw new ApiError(403, "permission_error", "tier_no_api_access", `API access is not included in your plan (${tier}): upgrade to starter or above`);
   }
   return { keyId: record.id, accountId: record.accountId, scopes: record.scopes, tier: record.tier, actor: `api_key:${record.id}` };
