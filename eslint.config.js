@@ -38,6 +38,7 @@ export default tseslint.config(
             { target: "./src/reconciler", from: "./src/drivers", message: "reconciler depends on the Driver interface, not on drivers/" },
             { target: "./src/reconciler", from: "./src/state", message: "reconciler depends on repository interfaces, not on state/" },
             { target: "./src/drivers", from: "./src/state", message: "drivers do not touch the database" },
+            { target: "./src/state", from: ["./src/sources", "./src/runtime", "./src/commands"], message: "state/ is below sources, runtime and commands: it may not call them" },
             { target: "./src/state", from: "./src/reconciler", except: ["./types.ts"], message: "state/ implements the reconciler's ports (reconciler/types.ts); decisions belong to its callers" },
           ],
         },

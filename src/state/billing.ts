@@ -1,6 +1,7 @@
 /**
  * Billing repository: writes `accounts` and `subscriptions` from Stripe snapshots (mapped by the
- * pure src/sources/stripe/map.ts). Only the controller writes these columns; triggers (0003) copy
+ * pure src/sources/stripe/map.ts; whether and what to write for a subscription is decided by
+ * src/sources/stripe/subscriptions.ts). Only the controller writes these columns; triggers (0003) copy
  * limits and features when the tier changes, maintain `past_due_since`, audit status changes as
  * `subscription_status_changed` and `pg_notify('mindroom_reconcile', id)`.
  *
@@ -9,16 +10,43 @@
  * writes no audit row (only `stripe_synced_at`).
  */
 import type { SubscriptionStatus, Tier } from "../reconciler/types.ts";
-import {
-  billingChanges,
-  type CustomerSnapshot,
-  type OrderingDecision,
-  orderingDecision,
-  type StoredBilling,
-  storedRank,
-  type SubscriptionSnapshot,
-} from "../sources/stripe/map.ts";
-import { type Db, sameSecondSubscriptionEvents } from "./stripe-events.ts";
+import type { Db } from "./stripe-events.ts";
+
+/** What `subscriptions` should hold for one Stripe subscription. */
+export interface SubscriptionSnapshot {
+  readonly stripeSubscriptionId: string;
+  readonly customerId: string;
+  readonly priceId: string;
+  readonly tier: Tier;
+  readonly status: SubscriptionStatus;
+  readonly currentPeriodStart: Date | null;
+  readonly currentPeriodEnd: Date | null;
+  readonly cancelAtPeriodEnd: boolean;
+  readonly canceledAt: Date | null;
+  readonly trialEndsAt: Date | null;
+}
+
+/** What `accounts` should hold for one Stripe customer. */
+export interface CustomerSnapshot {
+  readonly customerId: string;
+  readonly email: string | null;
+  readonly fullName: string | null;
+  readonly companyName: string | null;
+  /** `customer.deleted` (or a retrieve answering `deleted: true`): the account is kept, see upsertAccountFromCustomer. */
+  readonly deleted: boolean;
+}
+
+/** The billing columns of a stored subscription, as compared with a snapshot. */
+export interface StoredBilling {
+  readonly status: SubscriptionStatus;
+  readonly tier: Tier;
+  readonly priceId: string | null;
+  readonly currentPeriodStart: Date | null;
+  readonly currentPeriodEnd: Date | null;
+  readonly cancelAtPeriodEnd: boolean;
+  readonly canceledAt: Date | null;
+  readonly trialEndsAt: Date | null;
+}
 
 /** Where a write came from, for the audit trail. */
 export interface BillingSource {
@@ -29,7 +57,7 @@ export interface BillingSource {
 /** Placeholder for a Stripe customer without an email (`accounts.email` is required and unique). */
 export const placeholderEmail = (customerId: string): string => `${customerId.toLowerCase()}@stripe-customer.invalid`;
 
-async function audit(sql: Db, row: { accountId: string | null; instanceId?: string | null; action: string; details: Record<string, unknown> }): Promise<void> {
+export async function auditBilling(sql: Db, row: { accountId: string | null; instanceId?: string | null; action: string; details: Record<string, unknown> }): Promise<void> {
   await sql`
     insert into audit_logs (account_id, instance_id, action, action_category, details, actor)
     values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::text::jsonb, 'stripe')`;
@@ -83,21 +111,21 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
     }
     if (match.stripe_customer_id !== null) {
       await sql`insert into stripe_customers (stripe_customer_id, account_id) values (${c.customerId}, ${match.id})`;
-      await audit(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, first_customer: match.stripe_customer_id, ...sourceDetails(source) } });
+      await auditBilling(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, first_customer: match.stripe_customer_id, ...sourceDetails(source) } });
       return { accountId: match.id, change: "linked" };
     }
     await sql`
       update accounts set stripe_customer_id = ${c.customerId},
         full_name = coalesce(full_name, ${c.fullName}), company_name = coalesce(company_name, ${c.companyName})
       where id = ${match.id}`;
-    await audit(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, ...sourceDetails(source) } });
+    await auditBilling(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, ...sourceDetails(source) } });
     return { accountId: match.id, change: "linked" };
   }
   const inserted = await sql<{ id: string }[]>`
     insert into accounts (email, full_name, company_name, stripe_customer_id)
     values (${email}, ${c.fullName}, ${c.companyName}, ${c.customerId}) returning id`;
   const accountId = inserted[0]!.id;
-  await audit(sql, { accountId, action: "account.created", details: { stripe_customer_id: c.customerId, email, ...sourceDetails(source) } });
+  await auditBilling(sql, { accountId, action: "account.created", details: { stripe_customer_id: c.customerId, email, ...sourceDetails(source) } });
   return { accountId, change: "created" };
 }
 
@@ -106,7 +134,7 @@ async function auditCustomerDeleted(sql: Db, accountId: string, c: CustomerSnaps
   const seen = await sql`
     select 1 from audit_logs where account_id = ${accountId} and action = 'customer.deleted' and details->>'stripe_customer_id' = ${c.customerId} limit 1`;
   if (seen.length === 0) {
-    await audit(sql, { accountId, action: "customer.deleted", details: { stripe_customer_id: c.customerId, kept: true, ...sourceDetails(source) } });
+    await auditBilling(sql, { accountId, action: "customer.deleted", details: { stripe_customer_id: c.customerId, kept: true, ...sourceDetails(source) } });
   }
   return { accountId, change: "deleted" };
 }
@@ -136,11 +164,20 @@ async function updateLinkedAccount(sql: Db, row: AccountRow, c: CustomerSnapshot
   if (companyName !== row.company_name) changes.company_name = { old: row.company_name, new: companyName };
   if (Object.keys(changes).length === 0) return { accountId: row.id, change: "unchanged" };
   await sql`update accounts set email = ${email}, full_name = ${fullName}, company_name = ${companyName} where id = ${row.id}`;
-  await audit(sql, { accountId: row.id, action: "account.updated", details: { stripe_customer_id: c.customerId, changes, ...sourceDetails(source) } });
+  await auditBilling(sql, { accountId: row.id, action: "account.updated", details: { stripe_customer_id: c.customerId, changes, ...sourceDetails(source) } });
   return { accountId: row.id, change: "updated" };
 }
 
-const sourceDetails = (source: BillingSource): Record<string, unknown> => ({ via: source.via, event_id: source.eventId });
+export const sourceDetails = (source: BillingSource): Record<string, unknown> => ({ via: source.via, event_id: source.eventId });
+
+/** A stored subscription: its id, account, ordering state and billing columns. */
+export interface LockedSubscription {
+  readonly id: string;
+  readonly accountId: string;
+  /** `created` of the event or snapshot last applied. */
+  readonly stateAt: Date | null;
+  readonly billing: StoredBilling;
+}
 
 type SubscriptionRow = {
   id: string;
@@ -156,67 +193,13 @@ type SubscriptionRow = {
   stripe_state_at: Date | null;
 };
 
-export type SubscriptionApplyResult =
-  | { readonly result: "created" | "updated" | "unchanged"; readonly subscriptionId: string; readonly instanceRequested: string | null }
-  | { readonly result: Exclude<OrderingDecision, "apply">; readonly subscriptionId: string };
-
-export interface ApplySubscriptionOptions {
-  readonly accountId: string;
-  /** Payloads: the event's `created`; API snapshots: the time of the fetch. */
-  readonly stateAt: Date;
-  /** True for payloads (no API key): the ordering guard of map.ts decides. */
-  readonly guard: boolean;
-  /** Payloads: the event's type, which can say where it stands within its second (map.ts). */
-  readonly eventType?: string;
-  readonly source: BillingSource;
-}
-
-/** Writes one subscription snapshot; then requests an instance when it is trialing/active and has none. */
-export async function applySubscription(sql: Db, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions): Promise<SubscriptionApplyResult> {
-  const rows = await sql<SubscriptionRow[]>`
+/** The subscription row of a Stripe subscription, locked until the transaction ends, or undefined. */
+export async function lockSubscription(sql: Db, stripeSubscriptionId: string): Promise<LockedSubscription | undefined> {
+  const [row] = await sql<SubscriptionRow[]>`
     select id, account_id, status, tier, stripe_price_id, current_period_start, current_period_end,
            cancel_at_period_end, canceled_at, trial_ends_at, stripe_state_at
-    from subscriptions where stripe_subscription_id = ${snap.stripeSubscriptionId} for update`;
-  const row = rows[0];
-  if (row !== undefined && options.guard) {
-    const rank = await sameSecondRank(sql, row, snap, options.stateAt);
-    const decision = orderingDecision({ status: row.status, stateAt: row.stripe_state_at, ...(rank === undefined ? {} : { rank }) }, { status: snap.status, stateAt: options.stateAt, ...(options.eventType ? { eventType: options.eventType } : {}) });
-    if (decision !== "apply") return { result: decision, subscriptionId: row.id };
-  }
-  const changes = billingChanges(row === undefined ? null : storedBilling(row), snap);
-  let subscriptionId: string;
-  let result: "created" | "updated" | "unchanged";
-  if (row === undefined) {
-    subscriptionId = await insertSubscription(sql, snap, options);
-    result = "created";
-  } else {
-    subscriptionId = row.id;
-    result = Object.keys(changes).length === 0 ? "unchanged" : "updated";
-    await updateSubscription(sql, row.id, snap, options, result === "updated");
-  }
-  if (result !== "unchanged") {
-    await audit(sql, {
-      accountId: options.accountId,
-      action: `subscription.${result}`,
-      details: {
-        subscription_id: subscriptionId,
-        stripe_subscription_id: snap.stripeSubscriptionId,
-        status: { old: row?.status ?? null, new: snap.status },
-        tier: { old: row?.tier ?? null, new: snap.tier },
-        changes,
-        ...sourceDetails(options.source),
-      },
-    });
-  }
-  const instanceRequested = await ensureInstance(sql, subscriptionId, snap.status, options);
-  return { result, subscriptionId, instanceRequested };
-}
-
-/** The stored state's same-second rank (issue 13: a `resumed` must beat its `paused` in either order). */
-async function sameSecondRank(sql: Db, row: SubscriptionRow, snap: SubscriptionSnapshot, stateAt: Date): Promise<number | undefined> {
-  if (row.stripe_state_at?.getTime() !== stateAt.getTime()) return undefined;
-  const events = await sameSecondSubscriptionEvents(sql, { customerId: snap.customerId, subscriptionId: snap.stripeSubscriptionId, created: stateAt });
-  return storedRank(row.status, events);
+    from subscriptions where stripe_subscription_id = ${stripeSubscriptionId} for update`;
+  return row && { id: row.id, accountId: row.account_id, stateAt: row.stripe_state_at, billing: storedBilling(row) };
 }
 
 const storedBilling = (row: SubscriptionRow): StoredBilling => ({
@@ -230,7 +213,15 @@ const storedBilling = (row: SubscriptionRow): StoredBilling => ({
   trialEndsAt: row.trial_ends_at,
 });
 
-async function insertSubscription(sql: Db, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions): Promise<string> {
+/** What a write records besides the snapshot. */
+export interface SubscriptionWrite {
+  readonly accountId: string;
+  /** Payloads: the event's `created`; API snapshots: the time of the fetch. */
+  readonly stateAt: Date;
+  readonly source: BillingSource;
+}
+
+export async function insertSubscription(sql: Db, snap: SubscriptionSnapshot, options: SubscriptionWrite): Promise<string> {
   const rows = await sql<{ id: string }[]>`
     insert into subscriptions (account_id, stripe_subscription_id, stripe_price_id, tier, status,
       trial_ends_at, current_period_start, current_period_end, cancel_at_period_end, canceled_at,
@@ -243,7 +234,7 @@ async function insertSubscription(sql: Db, snap: SubscriptionSnapshot, options: 
 }
 
 /** `stripe_state_at` only moves forward, so a snapshot never makes the guard accept older payloads. */
-async function updateSubscription(sql: Db, id: string, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions, changed: boolean): Promise<void> {
+export async function updateSubscription(sql: Db, id: string, snap: SubscriptionSnapshot, options: SubscriptionWrite, changed: boolean): Promise<void> {
   if (!changed) {
     await sql`
       update subscriptions set stripe_synced_at = now(),
@@ -264,13 +255,13 @@ async function updateSubscription(sql: Db, id: string, snap: SubscriptionSnapsho
 const PROVISIONING_STATUSES: readonly SubscriptionStatus[] = ["trialing", "active"];
 
 /** `provision_instance` for a trialing/active subscription with no live instance; returns the new id. */
-async function ensureInstance(sql: Db, subscriptionId: string, status: SubscriptionStatus, options: ApplySubscriptionOptions): Promise<string | null> {
+export async function ensureInstance(sql: Db, subscriptionId: string, status: SubscriptionStatus, options: SubscriptionWrite): Promise<string | null> {
   if (!PROVISIONING_STATUSES.includes(status)) return null;
   const live = await sql`select 1 from instances where subscription_id = ${subscriptionId} and status <> 'deprovisioned' limit 1`;
   if (live.length > 0) return null;
   const rows = await sql<{ id: string }[]>`select provision_instance(${subscriptionId}, '{}'::jsonb)::text as id`;
   const instanceId = rows[0]?.id ?? null;
-  await audit(sql, {
+  await auditBilling(sql, {
     accountId: options.accountId,
     instanceId,
     action: "instance.provision_requested",

@@ -12,9 +12,10 @@
  */
 import type Stripe from "stripe";
 
-import { applySubscription, type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
+import { type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
 import { type Db, type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
 import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
+import { applySubscription } from "./subscriptions.ts";
 
 /** The parts of the stripe-node client the controller uses (tests pass the real client, pointed at the fake). */
 export type StripeClient = Pick<Stripe, "customers" | "subscriptions" | "events">;

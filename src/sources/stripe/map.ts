@@ -13,6 +13,7 @@
 import { z } from "zod";
 
 import { SUBSCRIPTION_STATUSES, type SubscriptionStatus, type Tier, TIERS } from "../../reconciler/types.ts";
+import type { CustomerSnapshot, StoredBilling, SubscriptionSnapshot } from "../../state/billing.ts";
 import type { NewStripeEvent } from "../../state/stripe-events.ts";
 
 /** Price id → tier, from the `STRIPE_PRICE_TIERS` configuration (fallback after the price itself). */
@@ -91,29 +92,7 @@ const invoiceSchema = z
   })
   .loose();
 
-/** What `subscriptions` should hold for one Stripe subscription. */
-export interface SubscriptionSnapshot {
-  readonly stripeSubscriptionId: string;
-  readonly customerId: string;
-  readonly priceId: string;
-  readonly tier: Tier;
-  readonly status: SubscriptionStatus;
-  readonly currentPeriodStart: Date | null;
-  readonly currentPeriodEnd: Date | null;
-  readonly cancelAtPeriodEnd: boolean;
-  readonly canceledAt: Date | null;
-  readonly trialEndsAt: Date | null;
-}
-
-/** What `accounts` should hold for one Stripe customer. */
-export interface CustomerSnapshot {
-  readonly customerId: string;
-  readonly email: string | null;
-  readonly fullName: string | null;
-  readonly companyName: string | null;
-  /** `customer.deleted` (or a retrieve answering `deleted: true`): the account is kept, see billing.ts. */
-  readonly deleted: boolean;
-}
+export type { CustomerSnapshot, StoredBilling, SubscriptionSnapshot };
 
 /** A price that names no tier anywhere. The event is retried and ends `dead` with this message. */
 export class UnknownPriceError extends Error {
@@ -321,18 +300,6 @@ export function orderingDecision(
   const delta = incoming.stateAt.getTime() - stored.stateAt.getTime();
   if (delta !== 0) return delta > 0 ? "apply" : "stale";
   return lifecycleRank(incoming.status, incoming.eventType) >= (stored.rank ?? lifecycleRank(stored.status)) ? "apply" : "stale";
-}
-
-/** The billing columns of a stored subscription, as compared with a snapshot. */
-export interface StoredBilling {
-  readonly status: SubscriptionStatus;
-  readonly tier: Tier;
-  readonly priceId: string | null;
-  readonly currentPeriodStart: Date | null;
-  readonly currentPeriodEnd: Date | null;
-  readonly cancelAtPeriodEnd: boolean;
-  readonly canceledAt: Date | null;
-  readonly trialEndsAt: Date | null;
 }
 
 type Change = { readonly old: string | boolean | null; readonly new: string | boolean | null };
