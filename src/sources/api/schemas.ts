@@ -7,6 +7,9 @@ import { z } from "zod";
 const timestamp = z.iso.datetime({ offset: true });
 const nullableTimestamp = timestamp.nullable();
 
+/** `Idempotency-Key` on every POST (idempotency.ts applies it; declared here for the document). */
+export const idempotencyHeaders = z.object({ "idempotency-key": z.string().min(1).max(255).optional() });
+
 export const idParams = z.object({ id: z.string().min(1).max(100).describe("A uuid, or for an instance its subdomain") });
 
 export const conditionSchema = z.object({

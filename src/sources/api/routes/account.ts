@@ -7,10 +7,9 @@ import { accountView, billingTotals, findInstance, findTicket, listTickets, subs
 import { createTicket } from "../../../state/api-writes.ts";
 import { ApiError, errorResponses, notFound } from "../errors.ts";
 import { callerOf } from "../guards.ts";
-import { accountSchema, newTicketBody, ticketListSchema, ticketSchema, usageQuery, usageSchema } from "../schemas.ts";
+import { accountSchema, idempotencyHeaders, newTicketBody, ticketListSchema, ticketSchema, usageQuery, usageSchema } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
 import { ticketJson } from "../views.ts";
-import { idempotencyHeaders } from "./instances.ts";
 
 /** The longest usage range one request may ask for. */
 const MAX_USAGE_DAYS = 366;

@@ -11,11 +11,10 @@ import { requestManualBackup, requestRestoreOf } from "../../../state/api-writes
 import type { BackupRow } from "../../../state/backups.ts";
 import { ApiError, conflict, errorResponses, notFound } from "../errors.ts";
 import { callerOf } from "../guards.ts";
-import { backupListSchema, backupSchema, idParams, restoreSchema } from "../schemas.ts";
+import { backupListSchema, backupSchema, idempotencyHeaders, idParams, restoreSchema } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
-import { desiredPhase } from "../views.ts";
-import { backupJson } from "../views.ts";
-import { idempotencyHeaders, loadInstance } from "./instances.ts";
+import { backupJson, desiredPhase } from "../views.ts";
+import { loadInstance } from "./instances.ts";
 
 const tags = ["backups"];
 /** Marks the one binary response; the document builder (openapi.ts) gives it its media type. */

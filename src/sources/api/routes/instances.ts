@@ -3,17 +3,13 @@
  * An action answers 202 with the instance: it changes desired state (or asks the controller over
  * NOTIFY) and the controller acts in its own pass; nothing here talks to a Dokku host.
  */
-import { z } from "zod";
-
 import { findInstance, type InstanceView, listInstances } from "../../../state/api-reads.ts";
 import { auditReconcileRequest, requestRestart, setDesiredState } from "../../../state/api-writes.ts";
 import { conflict, errorResponses, notFound } from "../errors.ts";
 import { callerOf } from "../guards.ts";
-import { idParams, instanceListSchema, instanceSchema, listQuery } from "../schemas.ts";
+import { idempotencyHeaders, idParams, instanceListSchema, instanceSchema, listQuery } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
 import { desiredPhase, instanceJson } from "../views.ts";
-
-export const idempotencyHeaders = z.object({ "idempotency-key": z.string().max(255).optional() });
 
 const tags = ["instances"];
 
