@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 
 import { generateEd25519KeyPair } from "../src/drivers/dokku/keys.ts";
 import { seededRandom } from "../src/drivers/dokku/sandbox/faults.ts";
+import { TerminalError } from "../src/errors.ts";
 import { hostNameOf } from "../src/runtime/hosts.ts";
 import { openDatabase } from "../src/state/db.ts";
 import { upsertHost } from "../src/state/hosts.ts";
@@ -92,7 +93,7 @@ function parseOptions(argv: string[]): Options {
   const seed = Number(values.seed ?? Date.now() % 1_000_000);
   const hosts = Number(values.hosts ?? 3);
   if (!(minutes > 0) || !Number.isInteger(seed) || !Number.isInteger(hosts) || hosts < 1) {
-    throw new Error("chaos: --minutes must be > 0, --seed an integer, --hosts an integer ≥ 1");
+    throw new TerminalError("Usage", "bench chaos: --minutes must be > 0, --seed an integer, --hosts an integer >= 1");
   }
   return { minutes, seed, hosts, json: values.json ?? false, keep: values.keep ?? false };
 }

@@ -28,7 +28,7 @@ const COMMANDS: Record<string, Command> = {
   import: { summary: "import FILE.tar.gz --instance ID [--component backend|matrix]: bring self-hosted data in", load: async () => (await import("./commands/backups.ts")).importArchive },
   backups: { summary: "backups list [ID] [--json] | download BACKUP_ID --out FILE | url BACKUP_ID [--expires 15m] | verify [BACKUP_ID]", load: () => import("./commands/backups.ts") },
   doctor: { summary: "check the database, the hosts and Stripe, and say what is wrong (exit 0 ok, 1 problems)", load: () => import("./commands/doctor.ts") },
-  bench: { summary: "bench ssh|scale|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
+  bench: { summary: "bench backup|chaos|scale|ssh|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
 };
 
 export function usage(): string {
