@@ -29,7 +29,7 @@ const COMMANDS: Record<string, Command> = {
   backups: { summary: "backups list [ID] [--json] | download BACKUP_ID --out FILE | url BACKUP_ID [--expires 15m] | verify [BACKUP_ID]", load: () => import("./commands/backups.ts") },
   keys: { summary: "keys create --account ID|EMAIL --name N --scopes a,b [--expires 90d] [--json] | list --account ID|EMAIL | revoke KEY_ID", load: () => import("./commands/keys.ts") },
   doctor: { summary: "check the database, the hosts and Stripe, and say what is wrong (exit 0 ok, 1 problems)", load: () => import("./commands/doctor.ts") },
-  bench: { summary: "bench ssh|scale|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
+  bench: { summary: "bench backup|chaos|scale|ssh|webhook: run a benchmark, print JSON and a table", load: () => import("../bench/index.ts") },
 };
 
 export function usage(): string {

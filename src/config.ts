@@ -20,6 +20,7 @@ export const DEFAULTS = {
   RETENTION_PERIOD: "30d",
   MAX_CONCURRENT_RECONCILES: 64,
   HOST_CONCURRENCY: 4,
+  DOKKU_COMMAND_TIMEOUT: "2m",
   LOG_LEVEL: "info",
   SANDBOX_DOKKU_VERSION: "0.38",
   LEADER_LEASE_TTL: "15s",
@@ -167,6 +168,7 @@ const schema = z.object({
   RETENTION_PERIOD: duration("how long canceled instances are kept before teardown").prefault(DEFAULTS.RETENTION_PERIOD),
   MAX_CONCURRENT_RECONCILES: integer(1, MAX_CONCURRENCY).default(DEFAULTS.MAX_CONCURRENT_RECONCILES),
   HOST_CONCURRENCY: integer(1, 64).default(DEFAULTS.HOST_CONCURRENCY),
+  DOKKU_COMMAND_TIMEOUT: duration("how long one Dokku command over SSH may take before it is abandoned (what a host that hangs costs)").prefault(DEFAULTS.DOKKU_COMMAND_TIMEOUT),
   IMAGE_ALLOWLIST: optionalText.pipe(imageAllowlist.optional()),
   BACKUP_TIME: z
     .string()
@@ -232,6 +234,8 @@ export interface Config {
   readonly retentionPeriodMs: number;
   readonly maxConcurrentReconciles: number;
   readonly hostConcurrency: number;
+  /** DOKKU_COMMAND_TIMEOUT: the most one Dokku command (connection included) may take. */
+  readonly dokkuCommandTimeoutMs: number;
   /** Where deployed images may come from; defaults to the template's own repositories. */
   readonly imageAllowlist: readonly string[];
   readonly backupStore: "local" | "s3" | "supabase";
@@ -339,6 +343,7 @@ function toConfig(raw: Raw): Config {
     retentionPeriodMs: raw.RETENTION_PERIOD,
     maxConcurrentReconciles: raw.MAX_CONCURRENT_RECONCILES,
     hostConcurrency: raw.HOST_CONCURRENCY,
+    dokkuCommandTimeoutMs: Math.max(1, Math.round(raw.DOKKU_COMMAND_TIMEOUT)),
     imageAllowlist: raw.IMAGE_ALLOWLIST ?? templateRepositories(DEFAULT_TEMPLATE),
     backupStore: raw.BACKUP_STORE,
     backups: {

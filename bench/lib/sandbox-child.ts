@@ -1,7 +1,7 @@
 /**
- * One sandbox Dokku host in its own process, for the scale benchmark: started by
+ * One sandbox Dokku host in its own process, for the scale and chaos benchmarks: started by
  * sandbox-process.ts, driven over the IPC channel. It prints nothing; its parent reads its
- * address on "ready" and asks for counters and its own CPU time and RSS.
+ * address on "ready", asks for counters and its own CPU time and RSS, and injects faults.
  */
 import { startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
 
@@ -9,7 +9,18 @@ export type ChildRequest =
   | { readonly id: number; readonly op: "setLatency"; readonly ms: number }
   | { readonly id: number; readonly op: "resetCounters" }
   | { readonly id: number; readonly op: "stats" }
+  | { readonly id: number; readonly op: "setUnresponsive"; readonly on: boolean }
+  | { readonly id: number; readonly op: "dropNext"; readonly scope: "channel" | "connection"; readonly applyEffect: boolean }
+  | { readonly id: number; readonly op: "setUnhealthy"; readonly app: string; readonly on: boolean }
+  | { readonly id: number; readonly op: "apps" }
   | { readonly id: number; readonly op: "close" };
+
+/** One app as the host sees it. */
+export interface ChildApp {
+  readonly name: string;
+  readonly running: boolean;
+  readonly unhealthy: boolean;
+}
 
 export interface ChildStats {
   readonly commandCount: number;
@@ -39,6 +50,17 @@ async function answer(request: ChildRequest): Promise<unknown> {
       return sandbox.control.resetCounters();
     case "stats":
       return stats();
+    case "setUnresponsive":
+      return sandbox.control.setUnresponsive(request.on);
+    case "dropNext":
+      return sandbox.control.dropNext({ scope: request.scope, applyEffect: request.applyEffect });
+    case "setUnhealthy":
+      return sandbox.control.app(request.app) ? sandbox.control.setUnhealthy(request.app, request.on) : undefined;
+    case "apps":
+      return sandbox.control.apps().flatMap((name): ChildApp[] => {
+        const app = sandbox.control.app(name);
+        return app ? [{ name, running: app.running, unhealthy: app.unhealthy }] : [];
+      });
     case "close":
       await sandbox.close();
       setImmediate(() => process.exit(0));

@@ -1,11 +1,11 @@
 /**
  * A sandbox Dokku host in a child process (sandbox-child.ts), so that the benchmark's CPU time
- * and RSS are the controller's alone. Every request is answered over IPC within `REQUEST_MS`.
+ * and RSS are the controller's alone, and a host's faults are injected from outside the daemon. Every request is answered over IPC within `REQUEST_MS`.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-import type { ChildRequest, ChildStats } from "./sandbox-child.ts";
+import type { ChildApp, ChildRequest, ChildStats } from "./sandbox-child.ts";
 
 const CHILD = fileURLToPath(new URL("./sandbox-child.ts", import.meta.url));
 const START_MS = 30_000;
@@ -20,6 +20,13 @@ export interface SandboxProcess {
   setLatency(ms: number): Promise<void>;
   resetCounters(): Promise<void>;
   stats(): Promise<ChildStats>;
+  /** TCP accepted but no SSH answer, running commands hold their exit status, until false. */
+  setUnresponsive(on: boolean): Promise<void>;
+  /** The next command is dropped (its effect applied first or not), channel or whole connection. */
+  dropNext(scope: "channel" | "connection", applyEffect: boolean): Promise<void>;
+  /** The app answers 503 on every path (ignored when the app does not exist). */
+  setUnhealthy(app: string, on: boolean): Promise<void>;
+  apps(): Promise<ChildApp[]>;
   close(): Promise<void>;
 }
 
@@ -48,6 +55,10 @@ export async function startSandboxProcess(): Promise<SandboxProcess> {
     setLatency: async (ms) => void (await call({ op: "setLatency", ms })),
     resetCounters: async () => void (await call({ op: "resetCounters" })),
     stats: async () => (await call({ op: "stats" })) as ChildStats,
+    setUnresponsive: async (on) => void (await call({ op: "setUnresponsive", on })),
+    dropNext: async (scope, applyEffect) => void (await call({ op: "dropNext", scope, applyEffect })),
+    setUnhealthy: async (app, on) => void (await call({ op: "setUnhealthy", app, on })),
+    apps: async () => (await call({ op: "apps" })) as ChildApp[],
     close: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));

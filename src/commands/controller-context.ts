@@ -35,7 +35,7 @@ export async function openControllerContext(ctx: CommandContext, epoch: () => nu
     privateKey: keys.sshPrivateKey,
     registry: new Registry(),
     logger: ctx.logger,
-    commandTimeoutMs: 60_000,
+    commandTimeoutMs: config.dokkuCommandTimeoutMs,
     onHostKeyLearned: (hostId, hostKey) => pinHostKey(db.sql, hostId, hostKey),
   });
   const now = () => new Date();

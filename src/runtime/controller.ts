@@ -92,6 +92,7 @@ export function createControllerRuntime(options: ControllerRuntimeOptions): Cont
     registry,
     logger: logger.child({ component: "dokku" }),
     hostConcurrency: config.hostConcurrency,
+    commandTimeoutMs: config.dokkuCommandTimeoutMs,
     onHostKeyLearned: async (hostId, hostKey) => {
       await pinHostKey(sql, hostId, hostKey);
       logger.warn({ hostId }, "trusted a Dokku host key on first use and pinned it");
@@ -239,12 +240,14 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   const store = createInstanceStore(sql);
   const enqueue = (key: string): void => queue.add(key);
   const requests = new OperatorRequests(sql);
+  const auditing = new Set<string>();
   const resync = new Resync({
     intervalMs: config.resyncIntervalMs,
     listKeys: async () => {
       // A new wave: the host audit fetches each host's view, which the wave's passes then share.
+      // Not awaited: a host that hangs must not hold up the wave of every other host.
       deps.observer.beginWave();
-      await auditHosts(deps);
+      void auditHosts(deps, auditing);
       return store.listKeys();
     },
     enqueueLow: (key) => queue.add(key, { priority: "low" }),
@@ -305,10 +308,21 @@ function logActions(logger: Logger, subscription: string, outcome: PassOutcome):
   logger.info({ ...where, phase: outcome.desired.phase, status: outcome.status, actions: outcome.actions.length }, `${outcome.desired.subdomain}: ${outcome.status}`);
 }
 
-/** Orphans and liveness per host, on every resync: reported, never destroyed by default. */
-async function auditHosts(deps: TermDeps): Promise<void> {
-  const hosts = (await listHosts(deps.sql)).filter((host) => host.enabled);
-  for (const host of hosts) {
+/**
+ * Orphans and liveness per host, on every resync: reported, never destroyed by default. Hosts are
+ * audited concurrently, each at most once at a time (`auditing` holds the ids in progress); never
+ * throws.
+ */
+async function auditHosts(deps: TermDeps, auditing: Set<string>): Promise<void> {
+  let hosts: Awaited<ReturnType<typeof listHosts>>;
+  try {
+    hosts = (await listHosts(deps.sql)).filter((host) => host.enabled && !auditing.has(host.id));
+  } catch (error) {
+    deps.logger.warn({ err: error }, "host audit failed: cannot list the hosts");
+    return;
+  }
+  await Promise.all(hosts.map(async (host) => {
+    auditing.add(host.id);
     try {
       const { view, orphans } = await hostOrphans(deps.sql, deps.observer, host);
       await markHostSeen(deps.sql, host.id, view.dokkuVersion);
@@ -316,8 +330,10 @@ async function auditHosts(deps: TermDeps): Promise<void> {
       if (orphans.length > 0) deps.logger.warn({ host: host.name, orphans }, "apps on the host belong to no instance (reported, not destroyed)");
     } catch (error) {
       deps.logger.warn({ host: host.name, err: error }, "host audit failed");
+    } finally {
+      auditing.delete(host.id);
     }
-  }
+  }));
 }
 
 /** Apps on a host that look like an instance's but belong to no live instance; the shallow view too. */

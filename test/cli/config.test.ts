@@ -13,6 +13,7 @@ const cases: Record<string, { reason: string; env: Record<string, string>; varia
   "bad dokku host": { reason: "hosts are ssh:// URLs", env: { DOKKU_HOSTS: "dokku@host" }, variable: "DOKKU_HOSTS", message: /ssh:\/\/dokku@host:22/ },
   "dokku host port out of range": { reason: "a port is 1-65535", env: { DOKKU_HOSTS: "ssh://dokku@h:99999" }, variable: "DOKKU_HOSTS", message: /port 99999 is not 1-65535/ },
   "dokku host as root": { reason: "Dokku's commands run as the dokku user", env: { DOKKU_HOSTS: "ssh://root@h:22" }, variable: "DOKKU_HOSTS", message: /the SSH user must be dokku/ },
+  "bare command timeout": { reason: "durations need a unit", env: { DOKKU_COMMAND_TIMEOUT: "30" }, variable: "DOKKU_COMMAND_TIMEOUT", message: /positive duration with a unit/ },
   "bare deep interval": { reason: "durations need a unit", env: { DEEP_OBSERVE_INTERVAL: "3600" }, variable: "DEEP_OBSERVE_INTERVAL", message: /positive duration with a unit/ },
   "bad webhook secret": { reason: "Stripe webhook secrets start with whsec_", env: { STRIPE_WEBHOOK_SECRET: "hunter2" }, variable: "STRIPE_WEBHOOK_SECRET", message: /whsec_/ },
   "bad price map": { reason: "tiers are the four known ones", env: { STRIPE_PRICE_TIERS: "price_1=gold" }, variable: "STRIPE_PRICE_TIERS", message: /tier one of free/ },
@@ -58,6 +59,12 @@ describe("loadConfig", () => {
     expect(config.gracePeriodMs).toBe(7 * 24 * 3600 * 1000);
     expect(config.resyncIntervalMs).toBe(5 * 60 * 1000);
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  test("the Dokku command timeout: 2 minutes by default, whole milliseconds", () => {
+    expect(loadConfig({}).dokkuCommandTimeoutMs).toBe(120_000);
+    expect(loadConfig({ DOKKU_COMMAND_TIMEOUT: "15s" }).dokkuCommandTimeoutMs).toBe(15_000);
+    expect(loadConfig({ DOKKU_COMMAND_TIMEOUT: "1.5s" }).dokkuCommandTimeoutMs).toBe(1_500);
   });
 
   test("an empty variable counts as unset", () => {

@@ -10,6 +10,8 @@
  * - An exit status is the only success signal. A channel that closes without one raises
  *   `OutcomeUnknownError`: the command may or may not have taken effect.
  * - Failed connections are retried lazily, with jittered exponential backoff between attempts.
+ * - While the host is known not to answer, commands fail at once with `HostDown` (a retryable,
+ *   host-down SshError), one trial command at a time going through (host-breaker.ts).
  */
 import ssh2, { type Client as SshClient, type ClientChannel, type ConnectConfig } from "ssh2";
 
@@ -19,6 +21,7 @@ const { Client } = ssh2;
 import { attachHidden, OutcomeUnknownError, TerminalError } from "../../errors.ts";
 import type { HostRef } from "../../reconciler/types.ts";
 import { renderCommand, subcommandOf } from "./commands.ts";
+import { HostBreaker } from "./host-breaker.ts";
 import { fingerprint, hostKeyMismatch, keyBlobOf, lineOf } from "./hostkey.ts";
 
 export interface RunOptions {
@@ -123,15 +126,38 @@ export class SshPool implements CommandRunner {
   private learning: Promise<void> | null = null;
   private closed = false;
   private probing = false;
+  private readonly breaker: HostBreaker;
   /** The most channels ever open at once on one connection (for tests and benchmarks). */
   peakChannels = 0;
   /** Connections opened over the pool's life. */
   connectionsOpened = 0;
 
-  constructor(private readonly options: PoolOptions) {}
+  constructor(private readonly options: PoolOptions) {
+    this.breaker = new HostBreaker((failures) => backoffDelay(failures, 1_000, 30_000));
+  }
 
+  /** Fails at once with `HostDown` while the host is known not to answer (host-breaker.ts). */
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     const command = renderCommand(argv, this.options.maxCommandBytes);
+    const admitted = this.breaker.admit();
+    if ("refusedForMs" in admitted) {
+      const next = admitted.refusedForMs > 0 ? `next attempt in ${Math.ceil(admitted.refusedForMs / 1000)} s` : "a trial command is running";
+      throw attachHidden(new SshError("HostDown", `${this.options.host.name} is not answering (${next})`, true), { argv });
+    }
+    const { admission } = admitted;
+    try {
+      const result = await this.runAdmitted(command, argv, opts);
+      this.breaker.settle(admission, "answered");
+      return result;
+    } catch (err) {
+      const unreachable = err instanceof SshError && err.hostDown;
+      // Only an exit status proves the host answers; a stalled channel is for the probe to judge.
+      this.breaker.settle(admission, unreachable ? "unreachable" : "unknown");
+      throw err;
+    }
+  }
+
+  private async runAdmitted(command: string, argv: readonly string[], opts: RunOptions): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? this.options.defaultTimeoutMs;
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(this.timeoutError(argv, timeoutMs, false)), timeoutMs);
@@ -360,6 +386,7 @@ export class SshPool implements CommandRunner {
       client.destroy();
       this.options.onHostState?.(up);
       if (up) return;
+      this.breaker.trip();
       for (const connection of [...this.connections]) {
         this.drop(connection);
         connection.client.destroy();

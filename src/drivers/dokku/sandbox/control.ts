@@ -40,7 +40,10 @@ export interface SandboxControl {
   setFailureRate(rate: number, opts?: Omit<FailureRate, "rate">): void;
   /** The next command matching `opts.match` is dropped: channel closed, no exit status. */
   dropNext(opts?: DropOptions): void;
-  /** TCP accepted but no SSH answer, and open channels stall, until set back to false. */
+  /**
+   * TCP accepted but no SSH answer, and open channels stall (a command already running takes
+   * effect but sends no more output and no exit status), until set back to false.
+   */
   setUnresponsive(on: boolean): void;
   setUnhealthy(app: string, on: boolean): void;
   /** Containers exit with restore=true (crashed), listener closed. */

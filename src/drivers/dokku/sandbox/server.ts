@@ -191,6 +191,9 @@ export class SshFrontend {
       stdin: ch as Readable,
       work: (a) => faults.applyLatency(a[0] ?? ""),
     });
+    // A host that stopped answering while the command ran: its effect happened, the rest of its
+    // output and its exit status wait with everything else until the host answers again.
+    await faults.waitResponsive();
     sink.flush();
     await sink.sent();
     if (drop !== undefined) return finish(null, drop.scope ?? "channel");
