@@ -58,9 +58,14 @@ describe.each(["local", "s3", "supabase"] as const)("the %s store", (kind) => {
   });
 
   test("backup, wipe, restore: byte for byte; the stored object is not gzip and holds no plaintext", async () => {
-    const [account] = await h.db.sql<{ id: string }[]>`insert into accounts (email) values (${`${kind}@example.com`}) returning id`;
-    const [sub] = await h.db.sql<{ id: string }[]>`insert into subscriptions (account_id, tier, status) values (${account!.id}, 'starter', 'active') returning id`;
-    const [created] = await h.db.sql<{ id: string }[]>`select provision_instance(${sub!.id}) as id`;
+    // One transaction: the running controller provisions an active subscription it sees without an
+    // instance, so a subscription committed on its own could get its instance before ours.
+    const created = await h.db.sql.begin(async (tx) => {
+      const [account] = await tx<{ id: string }[]>`insert into accounts (email) values (${`${kind}@example.com`}) returning id`;
+      const [sub] = await tx<{ id: string }[]>`insert into subscriptions (account_id, tier, status) values (${account!.id}, 'starter', 'active') returning id`;
+      const [row] = await tx<{ id: string }[]>`select provision_instance(${sub!.id}) as id`;
+      return row;
+    });
     const [inst] = await h.db.sql<{ id: string; subdomain: string }[]>`select id, subdomain from instances where id = ${created!.id}`;
     await eventually("the instance runs", () => appsOf(inst!.subdomain).every((app) => h.sandbox.control.app(app)?.running === true), 60_000);
     const dir = h.sandbox.control.storageDir(`${inst!.subdomain}-backend-data`);
