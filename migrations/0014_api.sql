@@ -65,6 +65,58 @@ begin
 end
 $$;
 
+-- One round trip for the checks before every API request with a well-formed key: the client
+-- address's failed-authentication bucket (only looked at), the key and its account's plan (the
+-- highest tier among live subscriptions, else among ended ones), and, for a key the API will
+-- accept (active, unexpired, a plan with api_access and a limit in p_limits), a token from its
+-- bucket `key:<id>` sized p_limits->>tier per minute. The caller decides the answer; when the
+-- address is over its limit nothing else is read.
+create function public.api_guard(p_key_hash text, p_address_bucket text, p_failed_per_minute int, p_limits jsonb)
+  returns table (address_remaining int, address_retry_after_seconds int, address_reset_seconds int,
+                 key_id uuid, account_id uuid, permissions text[], expires_at timestamptz,
+                 revoked_at timestamptz, tier public.tier_name, api_access boolean,
+                 allowed boolean, remaining int, reset_seconds int, retry_after_seconds int)
+  language plpgsql volatile security definer
+  set search_path = ''
+as $$
+declare
+  v_address record;
+  v_key record;
+  v_limit int;
+  v_token record;
+begin
+  select null::boolean as allowed, null::int as remaining, null::int as reset_seconds, null::int as retry_after_seconds into v_token;
+  select * into v_address from public.api_take_token(p_address_bucket, p_failed_per_minute, p_failed_per_minute / 60.0, 0);
+  if v_address.remaining < 1 then
+    return query select v_address.remaining, v_address.retry_after_seconds, v_address.reset_seconds,
+                        null::uuid, null::uuid, null::text[], null::timestamptz, null::timestamptz,
+                        null::public.tier_name, null::boolean, null::boolean, null::int, null::int, null::int;
+    return;
+  end if;
+  select k.id, k.account_id, k.permissions, k.expires_at, k.revoked_at, s.tier, coalesce(s.api_access, false) as api_access
+    into v_key
+    from public.api_keys k
+    left join lateral (
+      select s.tier, coalesce((s.features ->> 'api_access')::boolean, false) as api_access
+        from public.subscriptions s join public.tiers t on t.name = s.tier
+       where s.account_id = k.account_id
+       order by s.status in ('trialing', 'active', 'past_due') desc, t.rank desc, s.created_at desc
+       limit 1
+    ) s on true
+   where k.key_hash = p_key_hash;
+  v_limit := case when v_key.id is not null and v_key.revoked_at is null
+                       and (v_key.expires_at is null or v_key.expires_at > now()) and v_key.api_access
+                  then (p_limits ->> v_key.tier::text)::int end;
+  if v_limit is not null then
+    select * into v_token from public.api_take_token('key:' || v_key.id::text, v_limit, v_limit / 60.0, 1);
+  end if;
+  return query select v_address.remaining, v_address.retry_after_seconds, v_address.reset_seconds,
+                      v_key.id, v_key.account_id, v_key.permissions, v_key.expires_at, v_key.revoked_at,
+                      v_key.tier, v_key.api_access,
+                      v_token.allowed, v_token.remaining, v_token.reset_seconds, v_token.retry_after_seconds;
+end
+$$;
+
 create table public.api_idempotency_keys (
   account_id uuid not null references public.accounts (id) on delete cascade,
   idempotency_key text not null check (length(idempotency_key) between 1 and 255),
@@ -84,5 +136,7 @@ alter table public.api_idempotency_keys enable row level security;
 revoke all on public.api_idempotency_keys from public, anon, authenticated;
 grant all on public.api_idempotency_keys to service_role;
 
-revoke all on function public.api_take_token(text, int, double precision, int) from public, anon, authenticated;
-grant execute on function public.api_take_token(text, int, double precision, int) to service_role;
+revoke all on function public.api_take_token(text, int, double precision, int), public.api_guard(text, text, int, jsonb)
+  from public, anon, authenticated;
+grant execute on function public.api_take_token(text, int, double precision, int), public.api_guard(text, text, int, jsonb)
+  to service_role;

@@ -16,7 +16,7 @@ export function apiKeyHash(key: string): string {
   return createHash("sha256").update(key, "utf8").digest("hex");
 }
 
-/** A presented key's row and what its account's subscriptions allow. */
+/** A presented key's row and what its account's plan allows. */
 export interface ApiKeyRecord {
   readonly id: string;
   readonly accountId: string;
@@ -33,26 +33,56 @@ export interface ApiKeyRecord {
   readonly apiAccess: boolean;
 }
 
-export async function findApiKey(sql: Sql, key: string): Promise<ApiKeyRecord | undefined> {
-  const [row] = await sql<{ id: string; account_id: string; permissions: string[]; expires_at: Date | null; revoked_at: Date | null; tier: Tier | null; api_access: boolean | null }[]>`
-    select k.id, k.account_id, k.permissions, k.expires_at, k.revoked_at, s.tier, s.api_access
-    from public.api_keys k
-    left join lateral (
-      select s.tier, coalesce((s.features ->> 'api_access')::boolean, false) as api_access
-      from public.subscriptions s join public.tiers t on t.name = s.tier
-      where s.account_id = k.account_id
-      order by s.status in ('trialing', 'active', 'past_due') desc, t.rank desc, s.created_at desc limit 1
-    ) s on true
-    where k.key_hash = ${apiKeyHash(key)}`;
-  if (!row) return undefined;
+export interface TokenState {
+  readonly allowed: boolean;
+  readonly remaining: number;
+  readonly resetSeconds: number;
+  readonly retryAfterSeconds: number;
+}
+
+/** What `api_guard` (migration 0014) answers for one request. */
+export interface GuardAnswer {
+  /** The client address's failed-authentication bucket, looked at only. */
+  readonly address: Omit<TokenState, "allowed">;
+  /** The key, unless the address was over its limit or no key has this hash. */
+  readonly key: ApiKeyRecord | undefined;
+  /** The token taken from the key's bucket, when the key is one the API accepts. */
+  readonly token: TokenState | undefined;
+}
+
+export interface GuardRequest {
+  readonly key: string;
+  /** Bucket name of the client address's failed authentications. */
+  readonly addressBucket: string;
+  readonly failedPerMinute: number;
+  /** Requests per minute by tier; a tier missing here gets no token. */
+  readonly limits: Readonly<Record<string, number>>;
+}
+
+type GuardRow = {
+  address_remaining: number; address_retry_after_seconds: number; address_reset_seconds: number;
+  key_id: string | null; account_id: string; permissions: string[]; expires_at: Date | null; revoked_at: Date | null; tier: Tier | null; api_access: boolean;
+  allowed: boolean | null; remaining: number; reset_seconds: number; retry_after_seconds: number;
+};
+
+/** The address check, the key with its plan, and the key's token, in one round trip. */
+export async function guardApiRequest(sql: Sql, request: GuardRequest): Promise<GuardAnswer> {
+  const [row] = await sql<GuardRow[]>`
+    select * from public.api_guard(${apiKeyHash(request.key)}, ${request.addressBucket}, ${request.failedPerMinute}::int, ${sql.json(request.limits)})`;
+  const r = row!;
+  const key: ApiKeyRecord | undefined = r.key_id === null ? undefined : {
+    id: r.key_id,
+    accountId: r.account_id,
+    scopes: r.permissions,
+    expiresAt: r.expires_at,
+    revokedAt: r.revoked_at,
+    tier: r.tier,
+    apiAccess: r.api_access,
+  };
   return {
-    id: row.id,
-    accountId: row.account_id,
-    scopes: row.permissions,
-    expiresAt: row.expires_at,
-    revokedAt: row.revoked_at,
-    tier: row.tier,
-    apiAccess: row.api_access === true,
+    address: { remaining: r.address_remaining, resetSeconds: r.address_reset_seconds, retryAfterSeconds: r.address_retry_after_seconds },
+    key,
+    token: r.allowed === null ? undefined : { allowed: r.allowed, remaining: r.remaining, resetSeconds: r.reset_seconds, retryAfterSeconds: r.retry_after_seconds },
   };
 }
 

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { createApiKey, guardApiRequest } from "../../src/state/api-keys.ts";
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey, sweepApiState, takeToken } from "../../src/state/api-limits.ts";
 import { seed } from "../../src/state/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -47,6 +48,37 @@ describe("token buckets", () => {
     const bucket = { name: "key:test-b", capacity: 20, refillPerSecond: 0.001 };
     const answers = await Promise.all(Array.from({ length: 40 }, () => takeToken(db.sql, bucket)));
     expect(answers.filter((a) => a.allowed)).toHaveLength(20);
+  });
+});
+
+describe("api_guard", () => {
+  const limits = { starter: 60, professional: 600, enterprise: 6000 };
+
+  test("a key the API accepts takes one token from its tier's bucket; a revoked one and a free plan's take none", async () => {
+    const pro = await createApiKey(db.sql, ACCOUNT, "guard", ["read"], null);
+    const answer = await guardApiRequest(db.sql, { key: pro.key, addressBucket: "auth:guard-a", failedPerMinute: 10, limits });
+    expect(answer.key).toMatchObject({ id: pro.id, accountId: ACCOUNT, tier: "professional", apiAccess: true });
+    expect(answer.token).toEqual({ allowed: true, remaining: 599, resetSeconds: 1, retryAfterSeconds: 0 });
+    await db.sql`update public.api_keys set is_active = false where id = ${pro.id}`;
+    const revoked = await guardApiRequest(db.sql, { key: pro.key, addressBucket: "auth:guard-a", failedPerMinute: 10, limits });
+    expect(revoked.key?.revokedAt).toBeInstanceOf(Date);
+    expect(revoked.token).toBeUndefined();
+    const free = await createApiKey(db.sql, "a0000000-0000-4000-8000-000000000001", "guard", ["read"], null);
+    const freeAnswer = await guardApiRequest(db.sql, { key: free.key, addressBucket: "auth:guard-a", failedPerMinute: 10, limits });
+    expect(freeAnswer.key).toMatchObject({ tier: "free", apiAccess: false });
+    expect(freeAnswer.token).toBeUndefined();
+    const [bucket] = await db.sql`select count(*)::int as n from public.api_rate_buckets where bucket = ${`key:${free.id}`}`;
+    expect(bucket!.n).toBe(0);
+  });
+
+  test("an address over its failed-authentication limit reads no key", async () => {
+    const pro = await createApiKey(db.sql, ACCOUNT, "guard-b", ["read"], null);
+    for (let i = 0; i < 3; i++) await takeToken(db.sql, { name: "auth:guard-b", capacity: 3, refillPerSecond: 3 / 60 });
+    const answer = await guardApiRequest(db.sql, { key: pro.key, addressBucket: "auth:guard-b", failedPerMinute: 3, limits });
+    expect(answer.address.remaining).toBe(0);
+    expect(answer.address.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(answer.key).toBeUndefined();
+    expect(answer.token).toBeUndefined();
   });
 });
 

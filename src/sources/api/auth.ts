@@ -6,7 +6,7 @@
 import type { Sql } from "postgres";
 
 import type { Tier } from "../../reconciler/types.ts";
-import { findApiKey, touchApiKeys } from "../../state/api-keys.ts";
+import { type ApiKeyRecord, touchApiKeys } from "../../state/api-keys.ts";
 import { ApiError } from "./errors.ts";
 
 export const API_SCOPES = ["instances:read", "instances:write", "backups:read", "backups:write", "usage:read", "support:write"] as const;
@@ -35,9 +35,8 @@ export function bearerKey(header: string | undefined): string {
   return key;
 }
 
-/** Resolves a well-formed key to its caller, or throws the 401/403 that applies. */
-export async function authenticate(sql: Sql, key: string, now: Date): Promise<Caller> {
-  const record = await findApiKey(sql, key);
+/** The caller a key's record names, or the 401/403 that applies (`undefined`: no key has the hash). Pure. */
+export function callerOf(record: ApiKeyRecord | undefined, now: Date): Caller {
   if (!record) throw unauthenticated("api_key_invalid", "Invalid API key provided: no such key");
   if (record.revokedAt) throw unauthenticated("api_key_revoked", `This API key was revoked at ${record.revokedAt.toISOString()}: create a new one`);
   if (record.expiresAt && record.expiresAt <= now) throw unauthenticated("api_key_expired", `This API key expired at ${record.expiresAt.toISOString()}: create a new one`);

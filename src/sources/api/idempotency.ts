@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from "../../state/api-limits.ts";
 import { ApiError } from "./errors.ts";
-import { callerOf } from "./guards.ts";
+import { authenticated } from "./guards.ts";
 import type { ApiContext } from "./server.ts";
 
 const KEY_FORMAT = /^[\x21-\x7e]{1,255}$/;
@@ -30,7 +30,7 @@ export function installIdempotency(app: FastifyInstance, ctx: ApiContext): void 
     if (typeof key !== "string" || !KEY_FORMAT.test(key)) {
       throw new ApiError(400, "invalid_request_error", "idempotency_key_invalid", "Idempotency-Key must be 1 to 255 printable ASCII characters", { param: "Idempotency-Key" });
     }
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const claim = await ctx.db("idempotency", () => claimIdempotencyKey(ctx.sql, caller.accountId, key, caller.keyId, fingerprint(request)));
     switch (claim.kind) {
       case "claimed":

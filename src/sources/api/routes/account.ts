@@ -6,7 +6,7 @@
 import { accountView, billingTotals, findInstance, findTicket, listTickets, subscriptionsOf, todaysLimits, usageDays } from "../../../state/api-reads.ts";
 import { createTicket } from "../../../state/api-writes.ts";
 import { ApiError, errorResponses, notFound } from "../errors.ts";
-import { callerOf } from "../guards.ts";
+import { authenticated } from "../guards.ts";
 import { accountSchema, idempotencyHeaders, newTicketBody, ticketListSchema, ticketSchema, usageQuery, usageSchema } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
 import { ticketJson } from "../views.ts";
@@ -18,7 +18,7 @@ export function registerAccountRoutes(app: ApiApp, ctx: ApiContext): void {
   app.get("/v1/account", {
     schema: { tags: ["account"], summary: "The account this key belongs to, its tier and subscriptions", response: { 200: accountSchema, ...errorResponses() } },
   }, async (request) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const [account, subscriptions] = await ctx.db("read account", () => Promise.all([accountView(ctx.sql, caller.accountId), subscriptionsOf(ctx.sql, caller.accountId)]));
     if (!account) throw notFound("account", caller.accountId);
     return {
@@ -38,7 +38,7 @@ export function registerAccountRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "usage:read" },
     schema: { tags: ["usage"], summary: "Usage per UTC day and instance, the period's totals, the tier's limits and today's remaining messages", querystring: usageQuery, response: { 200: usageSchema, ...errorResponses() } },
   }, async (request) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const { from, to } = request.query;
     checkRange(from, to);
     const [days, totals, today, subscriptions] = await ctx.db("read usage", () =>
@@ -67,7 +67,7 @@ export function registerAccountRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "support:write" },
     schema: { tags: ["support"], summary: "Your support tickets, newest first (the latest 100)", response: { 200: ticketListSchema, ...errorResponses() } },
   }, async (request) => {
-    const rows = await ctx.db("list tickets", () => listTickets(ctx.sql, callerOf(request).accountId));
+    const rows = await ctx.db("list tickets", () => listTickets(ctx.sql, authenticated(request).accountId));
     return { object: "list" as const, data: rows.map(ticketJson), has_more: rows.length >= 100 };
   });
 
@@ -75,7 +75,7 @@ export function registerAccountRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "support:write" },
     schema: { tags: ["support"], summary: "Open a support ticket (its priority follows your tier)", body: newTicketBody, headers: idempotencyHeaders, response: { 201: ticketSchema, ...errorResponses() } },
   }, async (request, reply) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const { subject, description, instance_id: instance } = request.body;
     const instanceId = instance === undefined ? null : (await ctx.db("find instance", () => findInstance(ctx.sql, caller.accountId, instance)))?.id;
     if (instanceId === undefined) throw new ApiError(404, "invalid_request_error", "resource_missing", `No such instance: '${instance}'`, { param: "instance_id" });

@@ -10,7 +10,7 @@ import { findAccountBackup, instanceBackups } from "../../../state/api-reads.ts"
 import { requestManualBackup, requestRestoreOf } from "../../../state/api-writes.ts";
 import type { BackupRow } from "../../../state/backups.ts";
 import { ApiError, conflict, errorResponses, notFound } from "../errors.ts";
-import { callerOf } from "../guards.ts";
+import { authenticated } from "../guards.ts";
 import { backupListSchema, backupSchema, idempotencyHeaders, idParams, restoreSchema } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
 import { backupJson, desiredPhase } from "../views.ts";
@@ -26,7 +26,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "backups:read" },
     schema: { tags, summary: `An instance's backups, newest first (the latest ${PAGE})`, params: idParams, response: { 200: backupListSchema, ...errorResponses() } },
   }, async (request) => {
-    const view = await loadInstance(ctx, callerOf(request).accountId, request.params.id);
+    const view = await loadInstance(ctx, authenticated(request).accountId, request.params.id);
     const rows = await ctx.db("list backups", () => instanceBackups(ctx.sql, view.id));
     return { object: "list" as const, data: rows.slice(0, PAGE).map(backupJson), has_more: rows.length > PAGE };
   });
@@ -35,7 +35,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "backups:write" },
     schema: { tags, summary: "Request a manual backup of every component (within the daily limit)", params: idParams, headers: idempotencyHeaders, response: { 202: backupSchema, ...errorResponses() } },
   }, async (request, reply) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const view = await loadInstance(ctx, caller.accountId, request.params.id);
     if (desiredPhase(view.subscription, view.desiredState, ctx.clock()).phase === "deprovisioned" || view.status === "deprovisioned") {
       throw conflict("instance_deprovisioned", `Instance ${view.subdomain} is torn down: there is nothing to back up`);
@@ -49,7 +49,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
   app.get("/v1/backups/:id", {
     config: { scope: "backups:read" },
     schema: { tags, summary: "Retrieve a backup", params: idParams, response: { 200: backupSchema, ...errorResponses() } },
-  }, async (request) => backupJson(await loadBackup(ctx, callerOf(request).accountId, request.params.id)));
+  }, async (request) => backupJson(await loadBackup(ctx, authenticated(request).accountId, request.params.id)));
 
   app.get("/v1/backups/:id/download", {
     config: { scope: "backups:read" },
@@ -60,7 +60,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
       response: { 200: z.any().describe(BINARY_DOWNLOAD), ...errorResponses() },
     },
   }, async (request, reply) => {
-    const backup = await loadBackup(ctx, callerOf(request).accountId, request.params.id);
+    const backup = await loadBackup(ctx, authenticated(request).accountId, request.params.id);
     if (backup.status !== "completed") throw conflict("backup_not_completed", `Backup ${backup.id} is ${backup.status}: only a completed backup can be downloaded`);
     const abort = new AbortController();
     request.raw.once("close", () => abort.abort());
@@ -74,7 +74,7 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "backups:write" },
     schema: { tags, summary: "Restore a completed backup into its instance (a safety backup is taken first)", params: idParams, headers: idempotencyHeaders, response: { 202: restoreSchema, ...errorResponses() } },
   }, async (request, reply) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const backup = await loadBackup(ctx, caller.accountId, request.params.id);
     if (backup.status !== "completed") throw conflict("backup_not_completed", `Backup ${backup.id} is ${backup.status}: only a completed backup can be restored`);
     const view = await loadInstance(ctx, caller.accountId, backup.instanceId);

@@ -6,7 +6,7 @@
 import { findInstance, type InstanceView, listInstances } from "../../../state/api-reads.ts";
 import { auditReconcileRequest, requestRestart, setDesiredState } from "../../../state/api-writes.ts";
 import { conflict, errorResponses, notFound } from "../errors.ts";
-import { callerOf } from "../guards.ts";
+import { authenticated } from "../guards.ts";
 import { idempotencyHeaders, idParams, instanceListSchema, instanceSchema, listQuery } from "../schemas.ts";
 import type { ApiApp, ApiContext } from "../server.ts";
 import { desiredPhase, instanceJson } from "../views.ts";
@@ -18,7 +18,7 @@ export function registerInstanceRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "instances:read" },
     schema: { tags, summary: "List your instances, newest first", querystring: listQuery, response: { 200: instanceListSchema, ...errorResponses() } },
   }, async (request) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const page = await ctx.db("list instances", () => listInstances(ctx.sql, caller.accountId, request.query.limit, request.query.starting_after ?? null));
     if (!page) throw notFound("instance", request.query.starting_after ?? "");
     const clock = ctx.clock();
@@ -28,7 +28,7 @@ export function registerInstanceRoutes(app: ApiApp, ctx: ApiContext): void {
   app.get("/v1/instances/:id", {
     config: { scope: "instances:read" },
     schema: { tags, summary: "Retrieve an instance: phase, desired and observed state, health, URLs, conditions, limits", params: idParams, response: { 200: instanceSchema, ...errorResponses() } },
-  }, async (request) => instanceJson(await loadInstance(ctx, callerOf(request).accountId, request.params.id), ctx.clock()));
+  }, async (request) => instanceJson(await loadInstance(ctx, authenticated(request).accountId, request.params.id), ctx.clock()));
 
   registerAction(app, ctx, "stop", "Stop the instance (its data is kept)", async (view, actor, accountId) => {
     if (desiredPhase(view.subscription, view.desiredState, ctx.clock()).phase === "deprovisioned") throw deprovisioned(view);
@@ -57,7 +57,7 @@ function registerAction(app: ApiApp, ctx: ApiContext, name: string, summary: str
     config: { scope: "instances:write" },
     schema: { tags, summary, params: idParams, headers: idempotencyHeaders, response: { 202: instanceSchema, ...errorResponses() } },
   }, async (request, reply) => {
-    const caller = callerOf(request);
+    const caller = authenticated(request);
     const view = await loadInstance(ctx, caller.accountId, request.params.id);
     await ctx.db(`${name} instance`, () => act(view, caller.actor, caller.accountId));
     const after = await loadInstance(ctx, caller.accountId, view.id);
