@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L] [--workers W] [--json]`
+ * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L] [--workers W] [--heap-snapshot FILE] [--json]`
  *
  * From an empty platform to N running instances on H sandbox Dokku hosts over real SSH (each SSH
  * command delayed by MS on the host), with real Postgres, then one steady-state pass over every
@@ -35,6 +35,8 @@ interface Options {
   readonly json: boolean;
   /** MAX_CONCURRENT_RECONCILES for `ours`; the daemon's default when absent. */
   readonly workers: number | undefined;
+  /** Where to write a heap snapshot of the controller once converged (figures then inflated). */
+  readonly heapSnapshot: string | undefined;
 }
 
 /** The naive baseline provisions one instance at a time: beyond this many it would take hours. */
@@ -52,6 +54,7 @@ function parse(argv: string[]): Options {
       "log-level": { type: "string" },
       json: { type: "boolean" },
       workers: { type: "string" },
+      "heap-snapshot": { type: "string" },
     },
   });
   const number = (name: string, raw: string | undefined, fallback: number, min: number): number => {
@@ -69,6 +72,7 @@ function parse(argv: string[]): Options {
     logLevel: values["log-level"] ?? "silent",
     json: values.json ?? false,
     workers: values.workers === undefined ? undefined : number("workers", values.workers, 0, 1),
+    heapSnapshot: values["heap-snapshot"],
   };
 }
 
@@ -83,7 +87,7 @@ export async function run(argv: string[]): Promise<void> {
   const pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
   try {
     const common = { hosts: options.hosts, latencyMs: options.latencyMs, timeoutMs: options.timeoutMs, logLevel: options.logLevel, signal: interrupted.signal };
-    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances, ...(options.workers !== undefined && { workers: options.workers }) } satisfies RunOptions);
+    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances, ...(options.workers !== undefined && { workers: options.workers }), ...(options.heapSnapshot !== undefined && { heapSnapshot: options.heapSnapshot }) } satisfies RunOptions);
     if (options.naiveInstances > 0) naive = await runScale(pg, { ...common, mode: "naive", instances: options.naiveInstances });
   } finally {
     process.off("SIGINT", onSignal);
@@ -167,6 +171,7 @@ function report(options: Options, ours: RunResult, naive: RunResult | null, r: R
     table(rows),
     "",
     ...runs.map((run) => `${run.mode}: ${run.description}`),
+    ...runs.map((run) => `${run.mode} converge commands: ${describeCommands(run.converge)}`),
     ...runs.map((run) => `${run.mode} steady-state commands: ${describeCommands(run.steady)}`),
   ];
   if (r) {

@@ -32,7 +32,9 @@ export interface ChildStats {
 
 const send = (message: object): void => void process.send?.(message);
 
-const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null });
+// Nothing probes the apps here, and one HTTP listener per app would exhaust the ephemeral ports
+// at 10,000 instances (30,000 apps): deploys failed with EADDRINUSE and were retried.
+const sandbox = await startSandbox({ dokkuVersion: "0.38", authorizedKeys: null, serveHttp: false });
 process.on("disconnect", () => void sandbox.close().finally(() => process.exit(0)));
 process.on("message", (request: ChildRequest) => {
   void answer(request).then(

@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
+import { writeHeapSnapshot } from "node:v8";
 
 import { type Logger, pino } from "pino";
 import type { Sql } from "postgres";
@@ -60,6 +61,8 @@ export interface RunOptions {
   readonly workers?: number;
   /** Aborts the run (Ctrl-C): the waits throw, and everything started is cleaned up. */
   readonly signal: AbortSignal;
+  /** Writes a heap snapshot of the controller here once converged (inflates peak RSS and event-loop delay). */
+  readonly heapSnapshot?: string;
 }
 
 export interface PhaseResult {
@@ -105,6 +108,7 @@ interface World {
   readonly keys: string[];
   readonly workers: number;
   readonly observer: Observer;
+  readonly reconciler: Reconciler;
 }
 
 export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<RunResult> {
@@ -119,6 +123,7 @@ export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<
     const loop = monitorEventLoopDelay({ resolution: 10 });
     loop.enable();
     const converge = await measure(world, sampler, () => converged(world, options));
+    if (options.heapSnapshot) writeHeapSnapshot(options.heapSnapshot);
     const steady = await measure(world, sampler, () => steadyPass(world, options.signal));
     loop.disable();
     const rss = sampler.stop();
@@ -171,7 +176,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
     metrics,
     logger,
     maxConcurrentReconciles: workers,
-    reconcile: reconcileFn(reconciler),
+    reconcile: reconcileFn(reconciler, options.mode),
   });
   const stop = new AbortController();
   const running = controller.start(stop.signal);
@@ -180,7 +185,7 @@ async function wire(sql: Sql, sandboxes: SandboxProcess[], options: RunOptions, 
     await running;
   });
   await listen(sql, queue, logger, stop, cleanup);
-  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers, observer };
+  return { sql, sandboxes, driver, queue, metrics, keys: await createInstanceStore(sql).listKeys(), workers, observer, reconciler };
 }
 
 /**
@@ -199,8 +204,10 @@ async function listen(sql: Sql, queue: WorkQueue, logger: Logger, stop: AbortCon
   await Promise.race([ready, source]);
 }
 
-function reconcileFn(reconciler: Reconciler) {
-  return (key: string, ctx: { signal: AbortSignal }): Promise<{ requeueAfterMs?: number }> => reconciler.reconcile(key, ctx.signal);
+/** As the daemon's: a resync (low-priority) pass over a settled instance is answered in memory. */
+function reconcileFn(reconciler: Reconciler, mode: Mode) {
+  return async (key: string, ctx: { signal: AbortSignal; priority: "high" | "low" }): Promise<{ requeueAfterMs?: number }> =>
+    (mode === "ours" && ctx.priority === "low" ? await reconciler.settled(key, ctx.signal) : undefined) ?? reconciler.reconcile(key, ctx.signal);
 }
 
 /** Runs a phase from a clean slate of counters and returns what it cost. */
@@ -229,10 +236,11 @@ async function measure(world: World, sampler: ResourceSampler, phase: () => Prom
   };
 }
 
-/** A resync wave: every key enqueued, as the daemon's resync does after `beginWave`. */
+/** A resync wave: every key enqueued at low priority, as the daemon's resync does after `beginWave`. */
 function wave(world: World): void {
   world.observer.beginWave();
-  for (const key of world.keys) world.queue.add(key);
+  world.reconciler.beginWave();
+  for (const key of world.keys) world.queue.add(key, { priority: "low" });
 }
 
 /** Enqueues every key and waits until every instance is running at its current generation. */

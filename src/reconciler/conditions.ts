@@ -3,7 +3,7 @@
  * `lastTransitionTime` moves only when a condition's status changes, so dashboards can tell how
  * long an instance has been not ready.
  */
-import type { Condition, HealthStatus, InstanceStatus, Phase } from "./types.ts";
+import type { Condition, DesiredInstance, HealthStatus, InstanceStatus, Phase } from "./types.ts";
 
 export type ConditionInput = Omit<Condition, "lastTransitionTime" | "observedGeneration">;
 
@@ -66,4 +66,28 @@ export function progressingStatus(phase: Phase, serving: boolean): InstanceStatu
     case "deprovisioned":
       return "deprovisioning";
   }
+}
+
+export function ready(status: "True" | "False", reason: string, message: string): ConditionInput {
+  return { type: "Ready", status, reason, message };
+}
+
+export function synced(status: "True" | "False", reason: string, message: string): ConditionInput {
+  return { type: "Synced", status, reason, message };
+}
+
+/** The conditions of a pass that converged on `desired` (or only took the final backup of a teardown). */
+export function convergedConditions(desired: DesiredInstance, backupOnly: boolean): ConditionInput[] {
+  if (backupOnly) {
+    return [
+      synced("True", "BackupTaken", "final backup completed; teardown continues"),
+      ready("False", "TearingDown", desired.reason),
+      { type: "BackedUp", status: "True", reason: "FinalBackupCompleted", message: "a pre-deprovision backup of every storage entry is complete" },
+    ];
+  }
+  return [synced("True", "ReconcileSuccess", `converged on phase ${desired.phase}`), ready("True", `Phase${capitalise(desired.phase)}`, desired.reason)];
+}
+
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 
 import { coerceError, TerminalError } from "../errors.ts";
 import type { ControllerMetrics, ReconcileResultLabel } from "./metrics.ts";
-import { type Clock, systemClock, type WorkItem, type WorkQueue } from "./queue.ts";
+import { type Clock, type Priority, systemClock, type WorkItem, type WorkQueue } from "./queue.ts";
 
 /**
  * The worker loop (controller-runtime's processNextWorkItem/reconcileHandler). It knows nothing of
@@ -27,6 +27,8 @@ export interface ReconcileContext {
   /** Aborted on the per-reconcile timeout and when shutdown gives up draining. Pass it to all I/O. */
   readonly signal: AbortSignal;
   readonly reconcileId: string;
+  /** The priority the key was queued at: "low" only when no change asked for it (a resync). */
+  readonly priority: Priority;
   /** Bound with `subscription` and `reconcileId`. */
   readonly logger: LoggerLike;
 }
@@ -150,7 +152,7 @@ export class Controller {
     const startedAt = clock.now();
     let outcome: Outcome;
     try {
-      outcome = toOutcome(await this.options.reconcile(item.key, { signal: run.signal, reconcileId, logger }));
+      outcome = toOutcome(await this.options.reconcile(item.key, { signal: run.signal, reconcileId, priority: item.priority, logger }));
     } catch (thrown) {
       outcome = errorOutcome(thrown);
     } finally {

@@ -51,9 +51,13 @@ export class Observer {
 
   /** The shallow state of the instance's apps: the wave's view, with apps changed since re-read. */
   async instance(host: HostRef, desired: DesiredInstance, signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
+    return this.instanceApps(host, desired.apps.map((app) => app.app), signal);
+  }
+
+  /** The shallow state of these apps (those that exist): the wave's view, with apps changed since re-read. */
+  async instanceApps(host: HostRef, names: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>> {
     const entry = this.entry(host, signal);
     const view = await entry.view;
-    const names = desired.apps.map((app) => app.app);
     const stale = names.filter((name) => entry.stale.has(name));
     if (stale.length > 0) {
       const reread = await this.options.driver.observeApps(host, stale, signal);
@@ -95,9 +99,13 @@ export class Observer {
     if (triggers.unknownOutcome) return "unknown-outcome";
     if (triggers.generationChanged) return "generation";
     if (!shallowMatches(desired, shallow)) return "shallow-mismatch";
+    return this.deepDue(instanceId) ? "rotation" : undefined;
+  }
+
+  /** Whether the slow rotation is due to deep-observe this instance. */
+  deepDue(instanceId: string): boolean {
     const last = this.lastDeep.get(instanceId);
-    if (last === undefined || this.options.now() - last >= this.options.deepIntervalMs) return "rotation";
-    return undefined;
+    return last === undefined || this.options.now() - last >= this.options.deepIntervalMs;
   }
 
   /** Deep-observes the instance's apps that the shallow view shows to exist. */
@@ -115,10 +123,15 @@ export class Observer {
 
 /** Whether the shallow view already shows the desired phase reached (nothing to deep-check). */
 export function shallowMatches(desired: DesiredInstance, shallow: ReadonlyMap<string, ObservedApp>): boolean {
-  switch (desired.phase) {
+  return appsMatch(desired.phase, desired.apps.map((app) => app.app), shallow);
+}
+
+/** Whether the shallow view shows these apps in `phase`: all deployed and running, none running, or none left. */
+export function appsMatch(phase: DesiredInstance["phase"], apps: readonly string[], shallow: ReadonlyMap<string, ObservedApp>): boolean {
+  switch (phase) {
     case "running":
-      return desired.apps.every((app) => {
-        const observed = shallow.get(app.app);
+      return apps.every((app) => {
+        const observed = shallow.get(app);
         return observed !== undefined && observed.deployed && observed.running;
       });
     case "stopped":

@@ -6,10 +6,11 @@
 import { TerminalError } from "../errors.ts";
 import { applyPlan, failedStepOf, targetOf } from "./apply.ts";
 import { type ArchiveWorkContext, takeRequestedBackups, workRestore } from "./archive-work.ts";
-import { type ConditionInput, healthCondition, progressingStatus, setConditions } from "./conditions.ts";
+import { type ConditionInput, convergedConditions, healthCondition, progressingStatus, ready, setConditions, synced } from "./conditions.ts";
 import { billingPhase, desiredInstance,type DesiredOptions } from "./desired.ts";
 import { type Observer, shallowMatches } from "./observe.ts";
 import { describePlan, driftKinds, plan } from "./plan.ts";
+import { SettledPasses } from "./settled.ts";
 import type {
   Action,
   Backups,
@@ -103,8 +104,24 @@ interface PassResult {
 export class Reconciler {
   /** When each instance's current unconverged generation was first seen (converge latency). */
   private readonly pendingSince = new Map<string, { generation: number; since: number }>();
+  private readonly settledPasses: SettledPasses;
 
-  constructor(private readonly deps: ReconcilerDeps) {}
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.settledPasses = new SettledPasses({ store: deps.store, observer: deps.observer, epoch: deps.epoch, now: deps.now });
+  }
+
+  /** A resync wave starts: settled checks read the database again (see settled.ts). */
+  beginWave(): void {
+    this.settledPasses.beginWave();
+  }
+
+  /**
+   * For a resync (low-priority) pass: when the key is settled, the pass is done without SQL of
+   * its own (see settled.ts) and this says when to look again; undefined: run `reconcile`.
+   */
+  settled(key: string, signal?: AbortSignal): Promise<{ requeueAfterMs?: number } | undefined> {
+    return this.settledPasses.check(key, signal);
+  }
 
   /**
    * The ReconcileFn of the controller: one pass, and when the answer changes by itself. `deep`
@@ -117,6 +134,7 @@ export class Reconciler {
 
   async pass(key: string, options: PassOptions): Promise<PassOutcome> {
     const now = this.deps.now();
+    if (!options.dryRun) this.settledPasses.forget(key);
     let subject = await this.deps.store.load(key);
     if (!subject) return { kind: "gone" };
     if (!subject.instance) {
@@ -240,7 +258,27 @@ export class Reconciler {
     if (tookBackup || archived.backupsCompleted > 0) this.deps.onBackedUp?.(desired.tier);
     const status = tookBackup ? "deprovisioning" : desired.phase;
     await this.writeStatus(instance, desired, status, [...convergedConditions(desired, tookBackup), ...restored, ...archived.conditions], !tookBackup, null, now);
+    if (status === desired.phase) this.rememberSettled(subject, desired, host, epoch);
     return planned(instance, desired, actions, true, status);
+  }
+
+  /** A pass that converged: the next resync pass may be answered in memory (settled.ts). */
+  private rememberSettled(subject: ReconcileSubject & { instance: InstanceRecord }, desired: DesiredInstance, host: HostRef, epoch: number): void {
+    const { instance, subscription } = subject;
+    if (desired.phase === "deprovisioned") return;
+    this.settledPasses.remember(subscription.id, {
+      instanceId: instance.id,
+      generation: instance.generation,
+      host,
+      status: desired.phase,
+      healthStatus: instance.healthStatus,
+      cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
+      currentPeriodEnd: subscription.currentPeriodEnd,
+      changesAt: desired.changesAt,
+      phase: desired.phase,
+      apps: desired.apps.map((app) => app.app),
+      epoch,
+    });
   }
 
   /**
@@ -376,29 +414,6 @@ function urlsOf(desired: DesiredInstance): { frontend: string; backend: string; 
 
 function planned(instance: InstanceRecord, desired: DesiredInstance, actions: readonly Action[], applied: boolean, status: InstanceStatus): PassOutcome {
   return { kind: "planned", instanceId: instance.id, desired, actions, applied, status, changesAt: desired.changesAt };
-}
-
-function ready(status: "True" | "False", reason: string, message: string): ConditionInput {
-  return { type: "Ready", status, reason, message };
-}
-
-function synced(status: "True" | "False", reason: string, message: string): ConditionInput {
-  return { type: "Synced", status, reason, message };
-}
-
-function convergedConditions(desired: DesiredInstance, backupOnly: boolean): ConditionInput[] {
-  if (backupOnly) {
-    return [
-      synced("True", "BackupTaken", "final backup completed; teardown continues"),
-      ready("False", "TearingDown", desired.reason),
-      { type: "BackedUp", status: "True", reason: "FinalBackupCompleted", message: "a pre-deprovision backup of every storage entry is complete" },
-    ];
-  }
-  return [synced("True", "ReconcileSuccess", `converged on phase ${desired.phase}`), ready("True", `Phase${capitalise(desired.phase)}`, desired.reason)];
-}
-
-function capitalise(text: string): string {
-  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** When to look at this key again even if nothing changes: the next time the answer changes. */

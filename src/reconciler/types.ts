@@ -334,6 +334,24 @@ export interface InstanceStore {
   writeStatus(instanceId: string, previous: InstanceStatus, update: StatusUpdate): Promise<void>;
   /** Every subscription id that may need reconciling (for the periodic resync). */
   listKeys(): Promise<string[]>;
+  /**
+   * One bulk read for a resync wave: every live instance the database shows settled (converged on
+   * its generation, no error, not paused, healthy or not yet probed, and no open journal entry,
+   * requested backup, active restore or restart request), by subscription id.
+   */
+  settled(): Promise<Map<string, SettledRow>>;
+}
+
+/** What the wave's bulk read says of one settled instance (see `InstanceStore.settled`). */
+export interface SettledRow {
+  readonly instanceId: string;
+  readonly generation: number;
+  readonly hostId: string;
+  readonly status: InstanceStatus;
+  readonly healthStatus: HealthStatus;
+  /** Subscription fields that change the desired state's wording without a new generation. */
+  readonly cancelAtPeriodEnd: boolean;
+  readonly currentPeriodEnd: Date | null;
 }
 
 /** The intent journal (`instance_operations`). */

@@ -244,14 +244,21 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
   const resync = new Resync({
     intervalMs: config.resyncIntervalMs,
     listKeys: async () => {
-      // A new wave: the host audit fetches each host's view, which the wave's passes then share.
-      // Not awaited: a host that hangs must not hold up the wave of every other host.
+      // A new wave: the host audit fetches each host's view, which the wave's passes then share,
+      // and settled checks read the database once for the wave. The audit is not awaited: a host
+      // that hangs must not hold up the wave of every other host (passes join its fetch).
       deps.observer.beginWave();
+      reconciler.beginWave();
       void auditHosts(deps, auditing);
       return store.listKeys();
     },
     enqueueLow: (key) => queue.add(key, { priority: "low" }),
     logger,
+  });
+  const fullPass = requests.wrap(async (key, signal, options) => {
+    const result = await reconciler.reconcile(key, signal, options);
+    logActions(logger, key, result.outcome);
+    return result;
   });
   const controller = new Controller({
     name: "instance",
@@ -259,11 +266,9 @@ async function runTerm(deps: TermDeps, signal: AbortSignal): Promise<void> {
     metrics,
     logger,
     maxConcurrentReconciles: config.maxConcurrentReconciles,
-    reconcile: requests.wrap(async (key, signal, options) => {
-      const result = await reconciler.reconcile(key, signal, options);
-      logActions(logger, key, result.outcome);
-      return result;
-    }),
+    // A resync pass over a settled instance is answered in memory (reconciler/settled.ts);
+    // operator requests come at high priority, so they always get their full, deep pass.
+    reconcile: async (key, ctx) => (ctx.priority === "low" ? await reconciler.settled(key, ctx.signal) : undefined) ?? fullPass(key, ctx),
   });
   const prober = new HealthProber({
     sql,

@@ -15,6 +15,7 @@ import {
   type InstanceStore,
   type Phase,
   type ReconcileSubject,
+  type SettledRow,
   type StatusUpdate,
   type SubscriptionState,
   type SubscriptionStatus,
@@ -83,7 +84,35 @@ export function createInstanceStore(sql: Sql): InstanceStore {
         order by s.id`;
       return rows.map((row) => row.id);
     },
+    settled: () => settled(sql),
   };
+}
+
+/** The bulk read of a resync wave (InstanceStore.settled): one statement for every instance. */
+async function settled(sql: Sql): Promise<Map<string, SettledRow>> {
+  const rows = await sql<{ subscription_id: string; id: string; generation: string; host_id: string; status: InstanceStatus; health_status: HealthStatus; cancel_at_period_end: boolean; current_period_end: Date | null }[]>`
+    select i.subscription_id, i.id, i.generation::text as generation, i.host_id, i.status, i.health_status,
+           s.cancel_at_period_end, s.current_period_end
+    from public.instances i join public.subscriptions s on s.id = i.subscription_id
+    where i.status in ('running', 'stopped') and i.observed_generation = i.generation and i.host_id is not null
+      and i.last_error is null and not i.reconcile_paused and i.restart_requested_at is null
+      and i.health_status in ('healthy', 'unknown')
+      and not exists (select 1 from public.instance_operations o where o.instance_id = i.id and o.status in ('pending', 'unknown'))
+      and not exists (select 1 from public.instance_backups b where b.instance_id = i.id and b.status = 'requested')
+      and not exists (select 1 from public.instance_restores r where r.instance_id = i.id and r.status in ('requested', 'in_progress'))`;
+  const byKey = new Map<string, SettledRow>();
+  for (const row of rows) {
+    byKey.set(row.subscription_id, {
+      instanceId: row.id,
+      generation: Number(row.generation),
+      hostId: row.host_id,
+      status: row.status,
+      healthStatus: row.health_status,
+      cancelAtPeriodEnd: row.cancel_at_period_end,
+      currentPeriodEnd: row.current_period_end,
+    });
+  }
+  return byKey;
 }
 
 async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileSubject | undefined> {

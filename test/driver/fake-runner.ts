@@ -20,7 +20,7 @@ export interface Reply {
   readonly exitCode?: number;
   readonly stdout?: string;
   readonly stderr?: string;
-  /** Binary stdout, written to `opts.stdout` when streaming. */
+  /** Binary stdout, written to `opts.stdout` when streaming (else `stdout` is). */
   readonly binary?: Buffer;
 }
 
@@ -52,7 +52,12 @@ export class FakeCommandRunner implements CommandRunner {
     const entry = this.replies.find(({ match }) => (typeof match === "string" ? match === line : match(line)));
     if (!entry) return { exitCode: 1, stdout: "", stderr: ` !     \`${line}\` is not a dokku command.\n` };
     const reply = typeof entry.reply === "function" ? entry.reply() : entry.reply;
-    if (reply.binary && opts.stdout) opts.stdout.write(reply.binary);
+    // As SshPool: with `opts.stdout`, the output goes there and the result's stdout is empty.
+    if (opts.stdout) {
+      const bytes = reply.binary ?? Buffer.from(reply.stdout ?? "", "utf8");
+      if (bytes.length > 0) opts.stdout.write(bytes);
+      return { exitCode: reply.exitCode ?? 0, stdout: "", stderr: reply.stderr ?? "" };
+    }
     return { exitCode: reply.exitCode ?? 0, stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
   }
 

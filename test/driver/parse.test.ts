@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 
 import {
+  BulkPsParser,
   field,
   observedFromPs,
   parseBulkJsonAppsReport,
@@ -31,6 +32,19 @@ describe.each(VERSIONS)("Dokku %s output", (version) => {
     expect([...parseBulkPs(text).values()]).toEqual(full);
     expect(full.map((app) => app.app)).toEqual(["alpha-backend", "beta-frontend", "gamma-matrix", "new-app"]);
     expect(parseBulkPs(fixture("0.38", "no-apps.err")).size).toBe(0);
+  });
+
+  test("bulk ps:report streamed in chunks cut anywhere (mid-line, mid-character): the same apps and states", () => {
+    const text = fixture(version, "ps-report-bulk.out");
+    // A 2-byte character first, so that chunks of 1 and 3 bytes cut through it.
+    const bytes = Buffer.from(`=====> café-app ps information\n       Deployed:   true\n       Running:    true\n${text}`, "utf8");
+    const whole = parseBulkPs(bytes.toString("utf8"));
+    expect(whole.get("café-app")).toEqual({ app: "café-app", deployed: true, running: true });
+    for (const size of [1, 2, 3, 7, 64, bytes.length]) {
+      const parser = new BulkPsParser();
+      for (let at = 0; at < bytes.length; at += size) parser.write(bytes.subarray(at, at + size));
+      expect([...parser.end()]).toEqual([...whole]);
+    }
   });
 
   test("bulk ps:report: one block per app, paused and crashed apps are not running", () => {

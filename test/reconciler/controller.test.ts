@@ -349,6 +349,28 @@ describe("logging and wiring", () => {
     expect(text).toContain('controller_runtime_reconcile_time_seconds_count{controller="instance"} 2');
   });
 
+  test("the reconcile sees the priority its key was queued at: low only when nothing but a resync asked", async () => {
+    const seen: Array<[string, string]> = [];
+    let release!: () => void;
+    const busy = new Promise<void>((resolve) => (release = resolve));
+    const h = start(
+      async (key, ctx) => {
+        seen.push([key, ctx.priority]);
+        if (key === "busy") await busy;
+      },
+      { maxConcurrentReconciles: 1 },
+    );
+    h.queue.add("busy");
+    await until(() => seen.length === 1, "the one worker is busy");
+    h.queue.add("resync-only", { priority: "low" });
+    h.queue.add("changed", { priority: "low" });
+    h.queue.add("changed"); // a notification for a key the resync queued: upgraded
+    h.queue.add("notified");
+    release();
+    await until(() => seen.length === 4 && h.queue.inFlight() === 0, "four runs");
+    expect(seen.slice(1).sort()).toEqual([["changed", "high"], ["notified", "high"], ["resync-only", "low"]]);
+  });
+
   test("options are validated at construction and a controller starts once", async () => {
     const registry = new Registry();
     const metrics = createControllerMetrics(registry);

@@ -326,6 +326,21 @@ describe("auth, faults and persistence", () => {
     }
   });
 
+  test("serveHttp: false: deployed apps run and report running, with no listener of their own; the ingress answers", async () => {
+    const sb = await startSandbox({ authorizedKeys: [clientKey.public], serveHttp: false });
+    const c = await connect(sb.port);
+    try {
+      expect((await exec(c, "apps:create quiet-backend")).code).toBe(0);
+      expect((await exec(c, "git:from-image quiet-backend nginx:1.27")).code).toBe(0);
+      expect(await exec(c, "ps:report quiet-backend --running")).toMatchObject({ code: 0, out: "true\n" });
+      expect(sb.endpoint("quiet-backend")).toBeUndefined();
+      expect(await viaHost(sb.ingressUrl, "/api/health", "quiet-backend.sandbox.localhost")).toBe(200);
+    } finally {
+      c.end();
+      await sb.close();
+    }
+  });
+
   test("OpenSSH client: apps:exists nosuch exits 20", async () => {
     const sb = await startSandbox();
     const dir = mkdtempSync(join(tmpdir(), "sandbox-ssh-"));

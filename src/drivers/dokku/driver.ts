@@ -10,6 +10,8 @@
  *   TerminalError or a retryable `DokkuCommandError`. Errors carry `argv`, `exitCode` and `stderr`
  *   as non-enumerable properties, and messages never contain config values.
  */
+import { Writable } from "node:stream";
+
 import pLimit, { type LimitFunction } from "p-limit";
 import type { Registry } from "prom-client";
 import ssh2 from "ssh2";
@@ -23,8 +25,8 @@ import { classify } from "./classify.ts";
 import { actionCommands, backupCommand, type Command, MAX_COMMAND_BYTES, observeCommands, restoreCommands, subcommandOf } from "./commands.ts";
 import { createDriverMetrics, type DriverMetrics, initHostMetrics } from "./metrics.ts";
 import {
+  BulkPsParser,
   observedFromPs,
-  parseBulkPs,
   parseConfigExport,
   parseDeployedImage,
   parseDomains,
@@ -130,10 +132,13 @@ class DokkuDriverImpl implements DokkuDriver {
 
   async observeHost(host: HostRef, signal?: AbortSignal): Promise<ObservedHost> {
     const version = await this.version(host, signal);
-    const result = await this.exec(host, observeCommands.psReportAll(), { ...(signal && { signal }) });
+    // Parsed as it streams in: the report (about 1 KB per app) is never held whole.
+    const parser = new BulkPsParser();
+    const sink = new Writable({ write: (chunk: Buffer, _encoding, callback) => callback(void parser.write(chunk)) });
+    const result = await this.exec(host, observeCommands.psReportAll(), { stdout: sink, ...(signal && { signal }) });
     if (result.exitCode === 20) throw new DokkuCommandError("AppVanished", `an app of ${host.name} vanished during ps:report; observe again`);
     if (result.exitCode !== 0) throw this.commandError(host, observeCommands.psReportAll(), result, "retryable", "ObserveFailed");
-    return { hostId: host.id, dokkuVersion: version.text, apps: parseBulkPs(result.stdout), observedAt: new Date() };
+    return { hostId: host.id, dokkuVersion: version.text, apps: parser.end(), observedAt: new Date() };
   }
 
   async observeApps(host: HostRef, apps: readonly string[], signal?: AbortSignal): Promise<Map<string, ObservedApp>> {

@@ -4,6 +4,8 @@
  * Keys are matched case-insensitively after normalising, so padding width (31, 33, 34, or the
  * bash `%-30s`) and trailing spaces do not matter.
  */
+import { StringDecoder } from "node:string_decoder";
+
 import { z } from "zod";
 
 import type { ObservedApp, ResourceLimits } from "../../reconciler/types.ts";
@@ -66,26 +68,61 @@ function detached(text: string): string {
  * app and without references into the report text.
  */
 export function parseBulkPs(stdout: string): Map<string, ObservedApp> {
-  const apps = new Map<string, ObservedApp>();
-  let current: { app: string; deployed: boolean; running: boolean } | undefined;
-  const close = (): void => {
-    if (current) apps.set(current.app, { app: current.app, deployed: current.deployed, running: current.running });
-  };
-  for (const line of stdout.split("\n")) {
+  const parser = new BulkPsParser();
+  parser.write(stdout);
+  return parser.end();
+}
+
+/**
+ * `parseBulkPs` over a stream: chunks are parsed as they arrive (split anywhere, even inside a
+ * UTF-8 character), so a host's report (about 1 KB per app) is never held whole, nor as lines.
+ */
+export class BulkPsParser {
+  private readonly apps = new Map<string, ObservedApp>();
+  private readonly decoder = new StringDecoder("utf8");
+  private current: { app: string; deployed: boolean; running: boolean } | undefined;
+  /** The last line seen, until its newline arrives. */
+  private partial = "";
+
+  write(chunk: Buffer | string): void {
+    const text = this.partial + (typeof chunk === "string" ? chunk : this.decoder.write(chunk));
+    let start = 0;
+    for (let end = text.indexOf("\n"); end !== -1; end = text.indexOf("\n", start)) {
+      this.line(text.slice(start, end));
+      start = end + 1;
+    }
+    this.partial = detached(text.slice(start));
+  }
+
+  /** The apps seen; the parser is done. */
+  end(): Map<string, ObservedApp> {
+    const rest = this.partial + this.decoder.end();
+    this.partial = "";
+    if (rest) this.line(rest);
+    this.close();
+    return this.apps;
+  }
+
+  private line(line: string): void {
     const header = HEADER.exec(line);
     if (header?.[1] !== undefined) {
-      close();
-      current = { app: detached(header[1]), deployed: false, running: false };
-      continue;
+      this.close();
+      this.current = { app: detached(header[1]), deployed: false, running: false };
+      return;
     }
+    const current = this.current;
     const match = current ? FIELD.exec(line) : null;
-    if (!current || match?.[1] === undefined) continue;
+    if (!current || match?.[1] === undefined) return;
     const key = normaliseKey(match[1]);
     if (key === "deployed") current.deployed = (match[2] ?? "").trimEnd() === "true";
     else if (key === "running") current.running = (match[2] ?? "").trimEnd() === "true";
   }
-  close();
-  return apps;
+
+  private close(): void {
+    const current = this.current;
+    if (current) this.apps.set(current.app, { app: current.app, deployed: current.deployed, running: current.running });
+    this.current = undefined;
+  }
 }
 
 /** Looks a field up by any of its names (trimmed, legacy-prefixed, JSON or text spelling). */

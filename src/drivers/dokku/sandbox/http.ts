@@ -1,6 +1,6 @@
 /**
  * Real HTTP for deployed apps: one `http.Server` per running app (unless the app was seeded with
- * `serveHttp: false`), and an nginx-like ingress that routes by `Host` to the app whose domains
+ * `serveHttp: false`, or the host started with `serveHttp: false`), and an nginx-like ingress that routes by `Host` to the app whose domains
  * contain it (404 unknown host, 502 app not running). Listener state follows app state through
  * `sync(app)`, called after every change.
  */
@@ -58,6 +58,8 @@ export class HttpRuntime implements AppRuntime {
   constructor(
     private readonly store: Store,
     private readonly bind: string,
+    /** False: no app gets a listener of its own; the ingress still answers for running apps. */
+    private readonly serveApps = true,
   ) {}
 
   async start(): Promise<void> {
@@ -81,7 +83,7 @@ export class HttpRuntime implements AppRuntime {
 
   private async syncNow(name: string): Promise<void> {
     const app = this.store.apps.get(name);
-    const want = app !== undefined && app.serveHttp && isRunning(app);
+    const want = this.serveApps && app !== undefined && app.serveHttp && isRunning(app);
     const have = this.servers.get(name);
     if (want && have === undefined) {
       const server = createServer((req, res) => {

@@ -46,6 +46,12 @@ export interface SandboxOptions {
   globalVhost?: string | null;
   /** Host-wide letsencrypt email; null makes `letsencrypt:enable` fail without one. */
   letsencryptEmail?: string | null;
+  /**
+   * Whether running apps serve HTTP, each on a loopback port of its own (default true; the ingress
+   * answers for running apps either way). False for hosts of thousands of apps: 10,000 instances are 30,000 listeners, more than the ephemeral
+   * port range (32768-60999 by default) holds, and deploys then fail with EADDRINUSE.
+   */
+  serveHttp?: boolean;
 }
 
 /**
@@ -111,7 +117,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const hostKeyPem = loadHostKey(dir, options.hostKeyPem);
   const store = new Store(temp ? undefined : join(dir, "state.json"));
   store.load();
-  const runtime = new HttpRuntime(store, bind);
+  const runtime = new HttpRuntime(store, bind, options.serveHttp ?? true);
   const host: Host = {
     store,
     root: dir,
