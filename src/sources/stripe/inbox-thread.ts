@@ -1,0 +1,115 @@
+/**
+ * The inbox worker on an event loop of its own (a `worker_threads` thread), so that applying
+ * events never delays the answers of `POST /webhooks/stripe` on the daemon's loop: under a burst
+ * the worker runs thousands of statements a second, and on the shared loop their socket writes,
+ * result parsing and garbage landed between the webhook's requests (issue 12).
+ *
+ * The thread (inbox-thread-main.ts) has its own connection pool (`poolMax`, the inbox's
+ * concurrency) and runs the same `StripeInbox`. It owns nothing else: its metrics are forwarded
+ * here every `METRICS_FLUSH_MS` (counter deltas, gauge values) onto the daemon's registry, its log
+ * records onto the daemon's logger, and `wake()` reaches it as a message. A thread that dies is
+ * fatal (`onFatal`): the daemon exits 1 so its supervisor restarts it, rather than run on without
+ * applying events.
+ */
+import { Worker } from "node:worker_threads";
+
+import type { PriceTierMap } from "./map.ts";
+import type { StripeMetrics } from "./metrics.ts";
+import type { StripeLogger } from "./webhook.ts";
+
+/** What the thread needs to run (structured-cloned into it). */
+export interface InboxThreadConfig {
+  readonly databaseUrl: string;
+  readonly applicationName: string;
+  readonly poolMax: number;
+  readonly statementTimeoutMs: number;
+  readonly stripe: { readonly apiKey: string | undefined; readonly apiBase: string | undefined; readonly priceTiers: PriceTierMap };
+  /** Whether `debug` records are wanted (they are not sent across otherwise: one per event). */
+  readonly debug: boolean;
+}
+
+/** Thread → daemon. */
+export type InboxThreadMessage =
+  | { readonly kind: "metrics"; readonly events: readonly { labels: { type: string; result: string }; delta: number }[]; readonly gauges: InboxGauges }
+  | { readonly kind: "log"; readonly level: "info" | "warn" | "error" | "debug"; readonly obj: object; readonly msg: string | undefined }
+  | { readonly kind: "stopped" };
+
+export interface InboxGauges {
+  readonly pending: number;
+  readonly dead: number;
+  readonly oldestPendingSeconds: number;
+}
+
+/** Daemon → thread. */
+export type InboxThreadCommand = { readonly kind: "wake" } | { readonly kind: "stop" };
+
+export const METRICS_FLUSH_MS = 500;
+/** Wakes are coalesced: at most one message per this many ms, the last one never dropped. */
+const WAKE_COALESCE_MS = 5;
+/** How long a stopping thread may take to finish its pass before it is terminated. */
+const STOP_MS = 15_000;
+
+export interface InboxThread {
+  wake(): void;
+  /** Ends the thread's loop after its current pass (terminated after `STOP_MS`). Idempotent. */
+  stop(): Promise<void>;
+}
+
+const ENTRY = new URL("./inbox-thread.mjs", import.meta.url);
+
+export function startInboxThread(config: InboxThreadConfig, deps: { metrics: StripeMetrics; logger: StripeLogger; onFatal: (reason: string) => void }): InboxThread {
+  const worker = new Worker(ENTRY, { workerData: config, name: "stripe-inbox" });
+  let stopping = false;
+  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  worker.on("message", (message: InboxThreadMessage) => receive(message, deps));
+  worker.on("error", (error) => deps.logger.error({ err: { name: error.name, message: error.message } }, "stripe inbox thread failed"));
+  worker.once("exit", (code) => {
+    if (!stopping) deps.onFatal(`the Stripe inbox thread exited unexpectedly (code ${code})`);
+  });
+  const wake = coalesced(() => worker.postMessage({ kind: "wake" } satisfies InboxThreadCommand), WAKE_COALESCE_MS);
+  let stopped: Promise<void> | undefined;
+  return {
+    wake,
+    stop: () =>
+      (stopped ??= (async () => {
+        stopping = true;
+        worker.postMessage({ kind: "stop" } satisfies InboxThreadCommand);
+        const timer = setTimeout(() => void worker.terminate(), STOP_MS);
+        await exited;
+        clearTimeout(timer);
+      })()),
+  };
+}
+
+function receive(message: InboxThreadMessage, deps: { metrics: StripeMetrics; logger: StripeLogger }): void {
+  if (message.kind === "log") {
+    deps.logger[message.level](message.obj, message.msg);
+    return;
+  }
+  if (message.kind !== "metrics") return;
+  for (const { labels, delta } of message.events) deps.metrics.events.inc(labels, delta);
+  deps.metrics.inboxPending.set(message.gauges.pending);
+  deps.metrics.inboxDead.set(message.gauges.dead);
+  deps.metrics.inboxOldestPendingSeconds.set(message.gauges.oldestPendingSeconds);
+}
+
+/** `fn` at once, then at most every `ms`; a call within the window runs once at its end. */
+function coalesced(fn: () => void, ms: number): () => void {
+  let last = -Infinity;
+  let timer: NodeJS.Timeout | undefined;
+  return () => {
+    if (timer !== undefined) return;
+    const wait = last + ms - performance.now();
+    if (wait <= 0) {
+      last = performance.now();
+      fn();
+      return;
+    }
+    timer = setTimeout(() => {
+      timer = undefined;
+      last = performance.now();
+      fn();
+    }, wait);
+    timer.unref();
+  };
+}
