@@ -7,7 +7,9 @@
  * The thread (inbox-thread-main.ts) has its own connection pool (`poolMax`, the inbox's
  * concurrency) and runs the same `StripeInbox`. It owns nothing else: its metrics are forwarded
  * here every `METRICS_FLUSH_MS` (counter deltas, gauge values) onto the daemon's registry, its log
- * records onto the daemon's logger, and `wake()` reaches it as a message. A thread that dies is
+ * records onto the daemon's logger. `wake()` sends a message only while the thread is idle (it says
+ * when it starts waiting), so a busy worker costs the webhook no message per event; a wake that
+ * crosses the thread's "idle" is sent when that arrives. A thread that dies is
  * fatal (`onFatal`): the daemon exits 1 so its supervisor restarts it, rather than run on without
  * applying events.
  */
@@ -32,6 +34,7 @@ export interface InboxThreadConfig {
 export type InboxThreadMessage =
   | { readonly kind: "metrics"; readonly events: readonly { labels: { type: string; result: string }; delta: number }[]; readonly gauges: InboxGauges }
   | { readonly kind: "log"; readonly level: "info" | "warn" | "error" | "debug"; readonly obj: object; readonly msg: string | undefined }
+  | { readonly kind: "idle" }
   | { readonly kind: "stopped" };
 
 export interface InboxGauges {
@@ -44,8 +47,6 @@ export interface InboxGauges {
 export type InboxThreadCommand = { readonly kind: "wake" } | { readonly kind: "stop" };
 
 export const METRICS_FLUSH_MS = 500;
-/** Wakes are coalesced: at most one message per this many ms, the last one never dropped. */
-const WAKE_COALESCE_MS = 5;
 /** How long a stopping thread may take to finish its pass before it is terminated. */
 const STOP_MS = 15_000;
 
@@ -61,15 +62,15 @@ export function startInboxThread(config: InboxThreadConfig, deps: { metrics: Str
   const worker = new Worker(ENTRY, { workerData: config, name: "stripe-inbox" });
   let stopping = false;
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  worker.on("message", (message: InboxThreadMessage) => receive(message, deps));
+  const waking = idleAwareWake(() => worker.postMessage({ kind: "wake" } satisfies InboxThreadCommand));
+  worker.on("message", (message: InboxThreadMessage) => (message.kind === "idle" ? waking.idle() : receive(message, deps)));
   worker.on("error", (error) => deps.logger.error({ err: { name: error.name, message: error.message } }, "stripe inbox thread failed"));
   worker.once("exit", (code) => {
     if (!stopping) deps.onFatal(`the Stripe inbox thread exited unexpectedly (code ${code})`);
   });
-  const wake = coalesced(() => worker.postMessage({ kind: "wake" } satisfies InboxThreadCommand), WAKE_COALESCE_MS);
   let stopped: Promise<void> | undefined;
   return {
-    wake,
+    wake: waking.wake,
     stop: () =>
       (stopped ??= (async () => {
         stopping = true;
@@ -93,23 +94,26 @@ function receive(message: InboxThreadMessage, deps: { metrics: StripeMetrics; lo
   deps.metrics.inboxOldestPendingSeconds.set(message.gauges.oldestPendingSeconds);
 }
 
-/** `fn` at once, then at most every `ms`; a call within the window runs once at its end. */
-function coalesced(fn: () => void, ms: number): () => void {
-  let last = -Infinity;
-  let timer: NodeJS.Timeout | undefined;
-  return () => {
-    if (timer !== undefined) return;
-    const wait = last + ms - performance.now();
-    if (wait <= 0) {
-      last = performance.now();
-      fn();
-      return;
-    }
-    timer = setTimeout(() => {
-      timer = undefined;
-      last = performance.now();
-      fn();
-    }, wait);
-    timer.unref();
+/**
+ * `wake()` sends at once while the thread is idle; while it is busy, it only notes that something
+ * arrived, and `idle()` (the thread's report that it found nothing due) sends the wake then.
+ */
+export function idleAwareWake(send: () => void): { wake(): void; idle(): void } {
+  let idle = false;
+  let arrived = false;
+  return {
+    wake: () => {
+      if (!idle) {
+        arrived = true;
+        return;
+      }
+      idle = false;
+      send();
+    },
+    idle: () => {
+      idle = !arrived;
+      arrived = false;
+      if (!idle) send();
+    },
   };
 }

@@ -56,6 +56,8 @@ export interface StripeInboxOptions {
   readonly deferMs?: number;
   readonly maxWaitMs?: number;
   readonly now?: () => Date;
+  /** Called each time the worker has nothing due and starts its idle wait (a `wake` ends it). */
+  readonly onIdle?: () => void;
 }
 
 export const INBOX_DEFAULTS = {
@@ -91,7 +93,7 @@ export class StripeInbox {
 
   constructor(options: StripeInboxOptions) {
     if (options.maxAttempts !== undefined && options.maxAttempts < 1) throw new Error("StripeInbox: maxAttempts must be >= 1");
-    this.o = { ...INBOX_DEFAULTS, now: () => new Date(), ...options, stripe: options.stripe ?? null };
+    this.o = { ...INBOX_DEFAULTS, now: () => new Date(), onIdle: () => {}, ...options, stripe: options.stripe ?? null };
   }
 
   get apiMode(): boolean {
@@ -127,6 +129,7 @@ export class StripeInbox {
       const timer = setTimeout(done, this.o.pollIntervalMs);
       signal.addEventListener("abort", done, { once: true });
       this.wakeUp = done;
+      this.o.onIdle();
     });
   }
 
