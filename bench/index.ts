@@ -6,6 +6,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(argv: string[]): Promise<vo
   backup: () => import("./backup.ts"),
   ssh: () => import("./ssh.ts"),
   scale: () => import("./scale.ts"),
+  startup: () => import("./startup.ts"),
   webhook: () => import("./webhook.ts"),
 };
 

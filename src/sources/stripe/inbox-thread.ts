@@ -56,7 +56,8 @@ export interface InboxThread {
   stop(): Promise<void>;
 }
 
-const ENTRY = new URL("./inbox-thread.mjs", import.meta.url);
+/** Built (dist/, .js): the thread's own module; the sources (.ts, under tsx): a bootstrap that registers tsx first. */
+const ENTRY = import.meta.url.endsWith(".js") ? new URL("./inbox-thread-main.js", import.meta.url) : new URL("./inbox-thread.mjs", import.meta.url);
 
 export function startInboxThread(config: InboxThreadConfig, deps: { metrics: StripeMetrics; logger: StripeLogger; onFatal: (reason: string) => void }): InboxThread {
   const worker = new Worker(ENTRY, { workerData: config, name: "stripe-inbox" });
