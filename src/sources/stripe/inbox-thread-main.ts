@@ -4,7 +4,6 @@
  * sent to the daemon every `METRICS_FLUSH_MS`, and a logger that sends its records there. Runs
  * until the daemon sends `stop`, then flushes, closes its pool and ends.
  */
-import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
 import { Registry } from "prom-client";
@@ -56,21 +55,7 @@ function metricsFlusher(metrics: StripeMetrics): () => Promise<void> {
   };
 }
 
-/**
- * The thread's niceness: when the CPU is short, the webhook's answers (which Stripe times) go
- * first and the backlog (durable in `stripe_events`) waits. Linux only, where the nice value is a
- * thread's own (setpriority(2)); elsewhere it would lower the whole daemon.
- */
-const NICENESS = 5;
-
 async function run(): Promise<void> {
-  if (process.platform === "linux") {
-    try {
-      setPriority(NICENESS);
-    } catch {
-      // Not allowed here (a restricted container): run at the daemon's priority.
-    }
-  }
   const sql = connect(config.databaseUrl, { max: config.poolMax, applicationName: config.applicationName, statementTimeoutMs: config.statementTimeoutMs });
   const metrics = createStripeMetrics(new Registry());
   const inbox = new StripeInbox({ sql, stripe: createStripeClient(config.stripe), priceTiers: config.stripe.priceTiers, metrics, logger, concurrency: config.poolMax, onIdle: () => send({ kind: "idle" }) });
