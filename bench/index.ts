@@ -8,6 +8,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(argv: string[]): Promise<vo
   chaos: () => import("./chaos.ts"),
   ssh: () => import("./ssh.ts"),
   scale: () => import("./scale.ts"),
+  startup: () => import("./startup.ts"),
   webhook: () => import("./webhook.ts"),
 };
 

@@ -26,7 +26,7 @@ import { needsSandbox, setUpHosts } from "./runtime/hosts.ts";
 import { loadKeyMaterial, webhookSecrets } from "./runtime/secrets.ts";
 import { type Api, createApi } from "./sources/api/server.ts";
 import { createStripeMetrics } from "./sources/stripe/metrics.ts";
-import { startStripeSources } from "./sources/stripe/sources.ts";
+import { startStripeSources, type StripeSourcesDeps } from "./sources/stripe/sources.ts";
 import { acquireDataDirLock } from "./state/data-dir-lock.ts";
 import { connect, type Database, openDatabase, seed } from "./state/db.ts";
 import { withDeadline } from "./state/deadline.ts";
@@ -37,13 +37,15 @@ import { sendReconcileRequest } from "./state/reconcile-requests.ts";
 
 /**
  * Connections to the database, split so that a webhook burst cannot starve the controller: the
- * Stripe webhook inserts through a pool of its own (a burst queues there), and the lease renewal,
- * the controller's writes and everything else keep the rest. Together they stay at 20, within
- * what a Supabase session pooler grants one client.
+ * Stripe webhook inserts through a pool of its own (a burst queues there), the inbox worker's
+ * thread has its own (one per customer batch it works on at once), and the lease renewal, the
+ * controller's writes and everything else keep the rest. Together they stay at 20, within what a
+ * Supabase session pooler grants one client.
  */
-const CONTROLLER_POOL_MAX = 14;
+const CONTROLLER_POOL_MAX = 10;
 const WEBHOOK_POOL_MAX = 6;
-const POOL_MAX = CONTROLLER_POOL_MAX + WEBHOOK_POOL_MAX;
+const INBOX_POOL_MAX = 4;
+const POOL_MAX = CONTROLLER_POOL_MAX + WEBHOOK_POOL_MAX + INBOX_POOL_MAX;
 
 export interface Daemon {
   readonly port: number;
@@ -123,7 +125,8 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       stopController.abort();
       await controllerDone;
     });
-    const stripe = await startStripe({ sql: db.sql, webhookSql }, config, logger, registry, sandboxMode);
+    const inboxThread = { databaseUrl: db.url, applicationName, poolMax: INBOX_POOL_MAX, statementTimeoutMs: config.dbStatementTimeoutMs, debug: logger.isLevelEnabled("debug"), onFatal: declareFatal };
+    const stripe = await startStripe({ sql: db.sql, webhookSql, inboxThread }, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
     const api = await startApi({ sql: db.sql, config, logger, registry, backupStore, masterKey: keys.masterKey });
     stops.push(api.close);
@@ -140,14 +143,14 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
 }
 
 /** The Stripe webhook, inbox worker and catch-up; every replica serves the webhook. */
-async function startStripe(pools: { sql: Sql; webhookSql: Sql }, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
+async function startStripe(pools: { sql: Sql; webhookSql: Sql; inboxThread: NonNullable<StripeSourcesDeps["thread"]> }, config: Config, logger: Logger, registry: Registry, sandboxMode: boolean): Promise<{ webhook: Handler; stop: () => Promise<void> }> {
   const { secrets, generated } = await webhookSecrets(config, sandboxMode);
   const webhookSecretFile = join(resolve(config.dataDir), "stripe_webhook_secret");
   if (generated) logger.warn({ webhookSecretFile }, "SANDBOX MODE: generated a Stripe webhook secret; `mindroom-reconciler stripe send` uses it");
   else if (sandboxMode && config.stripe.webhookSecrets.length === 0) logger.warn({ webhookSecretFile }, "SANDBOX MODE: using the Stripe webhook secret generated earlier; `mindroom-reconciler stripe send` uses it");
   const stopping = new AbortController();
   const sources = startStripeSources(
-    { ...pools, config: { stripe: { ...config.stripe, webhookSecrets: secrets }, dbRequestTimeoutMs: config.dbRequestTimeoutMs }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
+    { sql: pools.sql, webhookSql: pools.webhookSql, thread: pools.inboxThread, config: { stripe: { ...config.stripe, webhookSecrets: secrets }, dbRequestTimeoutMs: config.dbRequestTimeoutMs }, metrics: createStripeMetrics(registry), logger: logger.child({ component: "stripe" }) },
     stopping.signal,
   );
   const webhook: Handler = sources.webhook ?? ((_req, res) => sendJson(res, 503, { error: "STRIPE_WEBHOOK_SECRET is not set: this daemon cannot verify Stripe webhooks" }));

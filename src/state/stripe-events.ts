@@ -91,9 +91,7 @@ const DUE_WINDOW = 2_000;
  * the lookup goes through the customer index whatever the backlog.
  */
 export async function lockDueEvents(sql: TransactionSql, customer: string, now: Date, limit: number): Promise<PendingEvent[]> {
-  const rows = await sql<
-    { id: string; type: string; object_id: string | null; customer_id: string | null; created: Date; received_at: Date; attempts: number; payload: unknown }[]
-  >`
+  const rows = await sql<PendingRow[]>`
     select id, type, object_id, customer_id, created, received_at, attempts, payload
     from stripe_events
     where status = 'pending' and ${customer === "" ? sql`customer_id is null` : sql`customer_id = ${customer}`}
@@ -101,16 +99,59 @@ export async function lockDueEvents(sql: TransactionSql, customer: string, now: 
     order by received_at, id
     limit ${limit}
     for update skip locked`;
-  return rows.map((r) => ({
-    id: r.id,
-    type: r.type,
-    objectId: r.object_id,
-    customerId: r.customer_id,
-    created: r.created,
-    receivedAt: r.received_at,
-    attempts: r.attempts,
-    payload: r.payload,
-  }));
+  return rows.map(pendingEvent);
+}
+
+type PendingRow = { id: string; type: string; object_id: string | null; customer_id: string | null; created: Date; received_at: Date; attempts: number; payload: unknown };
+
+const pendingEvent = (r: PendingRow): PendingEvent => ({
+  id: r.id,
+  type: r.type,
+  objectId: r.object_id,
+  customerId: r.customer_id,
+  created: r.created,
+  receivedAt: r.received_at,
+  attempts: r.attempts,
+  payload: r.payload,
+});
+
+/**
+ * Takes the inbox lock of each customer (`pg_try_advisory_xact_lock('stripe_customer:<id>')`, held
+ * until the transaction ends; one customer is never worked on twice at once, even across
+ * replicas) and returns those it got, in the order given. Also sets the audit actor `stripe` for
+ * the transaction. One statement for a whole batch of customers.
+ */
+export async function lockCustomers(sql: TransactionSql, customers: readonly string[]): Promise<string[]> {
+  const rows = await sql<{ customer: string }[]>`
+    with actor as materialized (select set_config('mindroom.actor', 'stripe', true))
+    select c.customer
+    from actor, unnest(${sql.array(customers as string[])}::text[]) with ordinality as c(customer, n)
+    where pg_try_advisory_xact_lock(hashtext('stripe_customer:' || c.customer))
+    order by c.n`;
+  return rows.map((r) => r.customer);
+}
+
+/**
+ * `lockDueEvents` for many customers in one statement (none of them ""): each customer's due
+ * pending events in arrival order, at most `limit` per customer, locked (`skip locked`).
+ */
+export async function lockDueEventsOf(sql: TransactionSql, customers: readonly string[], now: Date, limit: number): Promise<Map<string, PendingEvent[]>> {
+  const rows = await sql<PendingRow[]>`
+    select e.id, e.type, e.object_id, e.customer_id, e.created, e.received_at, e.attempts, e.payload
+    from unnest(${sql.array(customers as string[])}::text[]) with ordinality as c(customer, n)
+    cross join lateral (
+      select id, type, object_id, customer_id, created, received_at, attempts, payload
+      from stripe_events
+      where status = 'pending' and customer_id = c.customer
+        and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
+      order by received_at, id
+      limit ${limit}
+      for update skip locked
+    ) as e
+    order by c.n, e.received_at, e.id`;
+  const byCustomer = new Map<string, PendingEvent[]>(customers.map((c) => [c, []]));
+  for (const row of rows) byCustomer.get(row.customer_id!)?.push(pendingEvent(row));
+  return byCustomer;
 }
 
 export async function markProcessed(sql: Db, ids: readonly string[], status: "processed" | "ignored" = "processed"): Promise<void> {

@@ -96,6 +96,9 @@ describe("npm start on its embedded defaults", () => {
     expect(send.status, send.stderr).toBe(0);
     expect(send.stdout).toMatch(/customer\.subscription\.created -> 200/);
     await eventually("a fifth instance running", async () => runningInstances((await get(port, "/metrics")).body) === 5, 90_000);
+    // The inbox worker runs on a thread of its own; its counters reach the daemon's /metrics.
+    await eventually("the inbox thread's counters on /metrics", async () =>
+      /^mindroom_stripe_events_total\{type="customer\.subscription\.created",result="processed"\} 1$/m.test((await get(port, "/metrics")).body), 10_000);
 
     const pid = await postmasterPid();
     expect(await isRunning(pid)).toBe(true);

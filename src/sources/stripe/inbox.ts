@@ -2,10 +2,15 @@
  * The inbox worker: turns pending `stripe_events` into billing state.
  *
  * Order and concurrency: each pass takes the customers with due events, the customer of the oldest
- * event first, and works on up to `concurrency` customers at once. One customer's events are
- * handled in one transaction holding `pg_try_advisory_xact_lock('stripe_customer:<id>')`, so one
- * customer is never worked on twice at once, even across replicas; its events are handled in
- * arrival order (`received_at`, then id).
+ * event first, splits them into up to `concurrency` batches (at most `customersPerTransaction`
+ * customers each; one customer per batch in API mode, whose Stripe reads happen inside the
+ * transaction) and works on the batches at once. A batch is one transaction holding
+ * `pg_try_advisory_xact_lock('stripe_customer:<id>')` for each of its customers, so one customer
+ * is never worked on twice at once, even across replicas; a customer's events are handled in
+ * arrival order (`received_at`, then id). A batch costs five statements (begin, locks, events,
+ * mark processed, commit) whatever its size, instead of five per customer. If a batch fails
+ * outside its events' savepoints, its customers are retried one per transaction at once, so one
+ * customer's failure never holds up the others.
  *
  * Outcomes per event: processed; deferred (payload mode, subscription of a customer not known
  * yet: parked for `deferMs` without counting an attempt, woken as soon as the customer event is
@@ -21,7 +26,9 @@ import {
   deferEvent,
   dueCustomers,
   inboxSummary,
+  lockCustomers,
   lockDueEvents,
+  lockDueEventsOf,
   markFailed,
   markProcessed,
   type PendingEvent,
@@ -41,18 +48,23 @@ export interface StripeInboxOptions {
   readonly concurrency?: number;
   readonly maxAttempts?: number;
   readonly customersPerPass?: number;
+  /** Payload mode: the most customers one transaction handles. */
+  readonly customersPerTransaction?: number;
   readonly eventsPerCustomer?: number;
   readonly pollIntervalMs?: number;
   readonly backoff?: { readonly minMs: number; readonly maxMs: number };
   readonly deferMs?: number;
   readonly maxWaitMs?: number;
   readonly now?: () => Date;
+  /** Called each time the worker has nothing due and starts its idle wait (a `wake` ends it). */
+  readonly onIdle?: () => void;
 }
 
 export const INBOX_DEFAULTS = {
   concurrency: 4,
   maxAttempts: 8,
   customersPerPass: 50,
+  customersPerTransaction: 25,
   eventsPerCustomer: 200,
   pollIntervalMs: 1000,
   backoff: { minMs: 1000, maxMs: 300_000 },
@@ -81,7 +93,7 @@ export class StripeInbox {
 
   constructor(options: StripeInboxOptions) {
     if (options.maxAttempts !== undefined && options.maxAttempts < 1) throw new Error("StripeInbox: maxAttempts must be >= 1");
-    this.o = { ...INBOX_DEFAULTS, now: () => new Date(), ...options, stripe: options.stripe ?? null };
+    this.o = { ...INBOX_DEFAULTS, now: () => new Date(), onIdle: () => {}, ...options, stripe: options.stripe ?? null };
   }
 
   get apiMode(): boolean {
@@ -117,6 +129,7 @@ export class StripeInbox {
       const timer = setTimeout(done, this.o.pollIntervalMs);
       signal.addEventListener("abort", done, { once: true });
       this.wakeUp = done;
+      this.o.onIdle();
     });
   }
 
@@ -126,25 +139,66 @@ export class StripeInbox {
     const customers = await dueCustomers(this.o.sql, now, this.o.customersPerPass);
     const limit = pLimit(this.o.concurrency);
     const counts: Partial<Record<StripeEventResult, number>> = {};
-    const perCustomer = await Promise.all(customers.map((c) => limit(() => this.processCustomer(c, counts))));
+    const perBatch = await Promise.all(this.batches(customers).map((batch) => limit(() => this.processBatch(batch, counts))));
     await this.refreshGauges(counts.dead !== undefined);
-    return { customers: customers.length, events: perCustomer.reduce((a, b) => a + b, 0), counts };
+    return { customers: customers.length, events: perBatch.reduce((a, b) => a + b, 0), counts };
   }
 
-  private async processCustomer(customer: string, counts: Partial<Record<StripeEventResult, number>>): Promise<number> {
-    return this.o.sql.begin(async (tx) => {
-      const [lock] = await tx<{ locked: boolean }[]>`
-        select set_config('mindroom.actor', 'stripe', true), pg_try_advisory_xact_lock(hashtext(${`stripe_customer:${customer}`})) as locked`;
-      if (lock?.locked !== true) return 0;
-      const events = await lockDueEvents(tx, customer, this.o.now(), this.o.eventsPerCustomer);
-      const record = (event: PendingEvent, result: StripeEventResult): void => {
-        counts[result] = (counts[result] ?? 0) + 1;
-        this.o.metrics.events.inc({ type: eventTypeLabel(event.type), result });
-      };
-      if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, events, record);
-      else await this.processPayloads(tx, events, record);
-      return events.length;
-    });
+  /** Contiguous slices, so the customers of the oldest events are in the first batch. */
+  private batches(customers: string[]): string[][] {
+    const size = this.o.stripe !== null ? 1 : Math.min(this.o.customersPerTransaction, Math.ceil(customers.length / this.o.concurrency));
+    const batches: string[][] = [];
+    for (let i = 0; i < customers.length; i += size) batches.push(customers.slice(i, i + size));
+    return batches;
+  }
+
+  /**
+   * One batch in one transaction; the outcomes are counted once it has committed. A batch of
+   * several that fails is retried one customer per transaction (a lone failure is thrown).
+   */
+  private async processBatch(customers: string[], counts: Partial<Record<StripeEventResult, number>>): Promise<number> {
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.o.sql.begin((tx) => this.processLocked(tx, customers));
+    } catch (thrown) {
+      if (customers.length === 1) throw thrown;
+      this.o.logger.warn({ customers: customers.length, err: loggableError(thrown) }, "stripe inbox batch failed: retrying its customers one by one");
+      let handled = 0;
+      for (const customer of customers) {
+        handled += await this.processBatch([customer], counts).catch((alone: unknown) => {
+          this.o.logger.error({ customer, err: loggableError(alone) }, "stripe inbox: a customer's transaction failed; its events stay pending");
+          return 0;
+        });
+      }
+      return handled;
+    }
+    for (const { event, result } of outcomes) {
+      counts[result] = (counts[result] ?? 0) + 1;
+      this.o.metrics.events.inc({ type: eventTypeLabel(event.type), result });
+    }
+    return outcomes.length;
+  }
+
+  /** Locks the customers it can and handles their due events; marks the processed ones together at the end. */
+  private async processLocked(tx: TransactionSql, customers: string[]): Promise<Outcome[]> {
+    const locked = await lockCustomers(tx, customers);
+    const named = locked.filter((c) => c !== "");
+    const now = this.o.now();
+    const events = named.length > 0 ? await lockDueEventsOf(tx, named, now, this.o.eventsPerCustomer) : new Map<string, PendingEvent[]>();
+    if (locked.includes("")) events.set("", await lockDueEvents(tx, "", now, this.o.eventsPerCustomer));
+    const outcomes: Outcome[] = [];
+    const processed: string[] = [];
+    const record = (event: PendingEvent, result: StripeEventResult): void => {
+      outcomes.push({ event, result });
+      if (result === "processed") processed.push(event.id);
+    };
+    for (const customer of locked) {
+      const due = events.get(customer) ?? [];
+      if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, due, record);
+      else await this.processPayloads(tx, due, record);
+    }
+    await markProcessed(tx, processed);
+    return outcomes;
   }
 
   /** One re-read covers every pending event of the customer (a debounce). */
@@ -154,16 +208,14 @@ export class StripeInbox {
       const state = await fetchCustomerState(stripe, customer, this.o.now);
       const source = { via: "stripe-api" as const, eventId: events[events.length - 1]!.id };
       await tx.savepoint((sp) => applyCustomerState(sp, state, this.o.priceTiers, source));
-      await markProcessed(tx, events.map((e) => e.id));
       for (const event of events) record(event, "processed");
     } catch (thrown) {
       for (const event of events) await this.fail(tx, event, coerceError(thrown), record);
     }
   }
 
-  /** Each event in a savepoint of its own; the processed ones marked together at the end. */
+  /** Each event in a savepoint of its own. */
   private async processPayloads(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
-    const processed: string[] = [];
     for (const event of events) {
       try {
         const outcome = payloadHasState(event.type) ? await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers)) : await applyEventPayload(tx, event, this.o.priceTiers);
@@ -171,14 +223,12 @@ export class StripeInbox {
           await this.defer(tx, event, outcome.detail, record);
           continue;
         }
-        processed.push(event.id);
         record(event, "processed");
         this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
       } catch (thrown) {
         await this.fail(tx, event, coerceError(thrown), record);
       }
     }
-    await markProcessed(tx, processed);
   }
 
   private async defer(tx: TransactionSql, event: PendingEvent, reason: string, record: Recorder): Promise<void> {
@@ -222,3 +272,4 @@ export class StripeInbox {
 }
 
 type Recorder = (event: PendingEvent, result: StripeEventResult) => void;
+type Outcome = { readonly event: PendingEvent; readonly result: StripeEventResult };

@@ -10,6 +10,7 @@ import Stripe from "stripe";
 import { describeMode, type StripeClient } from "./apply.ts";
 import { runCatchup, type StripeCatchupOptions } from "./catchup.ts";
 import { StripeInbox, type StripeInboxOptions } from "./inbox.ts";
+import { type InboxThreadConfig, startInboxThread } from "./inbox-thread.ts";
 import type { PriceTierMap } from "./map.ts";
 import type { StripeMetrics } from "./metrics.ts";
 import { STRIPE_API_VERSION } from "./objects.ts";
@@ -52,12 +53,17 @@ export interface StripeSourcesDeps {
   readonly logger: StripeLogger;
   readonly inbox?: Partial<StripeInboxOptions>;
   readonly catchup?: Partial<StripeCatchupOptions>;
+  /**
+   * Runs the inbox worker on a thread of its own with these connection settings (the daemon),
+   * instead of on the caller's event loop; `onFatal` is called if that thread dies. Ignores
+   * `inbox` and `stripeClient` (the thread builds its client from `config.stripe`).
+   */
+  readonly thread?: Omit<InboxThreadConfig, "stripe" | "debug"> & { readonly debug: boolean; readonly onFatal: (reason: string) => void };
 }
 
 export interface StripeSources {
   /** `POST /webhooks/stripe`; null when no webhook secret is configured (answer 404/503 then). */
   readonly webhook: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | null;
-  readonly inbox: StripeInbox;
   readonly apiMode: boolean;
   /** Resolves when the worker and the catch-up loop have stopped (after `signal` aborts). */
   readonly done: Promise<void>;
@@ -68,7 +74,7 @@ export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal)
   const { sql, metrics, logger } = deps;
   const stripe = deps.stripeClient === undefined ? createStripeClient(deps.config.stripe) : deps.stripeClient;
   const priceTiers = deps.config.stripe.priceTiers;
-  const inbox = new StripeInbox({ sql, stripe, priceTiers, metrics, logger, ...deps.inbox });
+  const inbox = startInbox(deps, stripe, signal);
   const webhook =
     deps.config.stripe.webhookSecrets.length > 0
       ? createStripeWebhookHandler({
@@ -76,14 +82,28 @@ export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal)
           secrets: deps.config.stripe.webhookSecrets,
           metrics,
           logger,
-          onStored: () => inbox.wake(),
+          onStored: inbox.wake,
           ...(deps.config.dbRequestTimeoutMs === undefined ? {} : { requestTimeoutMs: deps.config.dbRequestTimeoutMs }),
         })
       : null;
-  logger.info({ apiMode: stripe !== null, webhook: webhook !== null }, describeMode(stripe !== null));
-  const loops: Promise<void>[] = [inbox.start(signal)];
+  logger.info({ apiMode: stripe !== null, webhook: webhook !== null, inboxThread: deps.thread !== undefined }, describeMode(stripe !== null));
+  const loops: Promise<void>[] = [inbox.done];
   if (stripe !== null) {
-    loops.push(runCatchup({ sql, stripe, priceTiers, metrics, logger, onStored: () => inbox.wake(), ...deps.catchup }, signal));
+    loops.push(runCatchup({ sql, stripe, priceTiers, metrics, logger, onStored: inbox.wake, ...deps.catchup }, signal));
   }
-  return { webhook, inbox, apiMode: stripe !== null, done: Promise.all(loops).then(() => undefined) };
+  return { webhook, apiMode: stripe !== null, done: Promise.all(loops).then(() => undefined) };
+}
+
+/** The inbox worker, on its own thread or on this event loop, until `signal` aborts. */
+function startInbox(deps: StripeSourcesDeps, stripe: StripeClient | null, signal: AbortSignal): { wake: () => void; done: Promise<void> } {
+  const { sql, metrics, logger, thread } = deps;
+  if (thread === undefined) {
+    const inbox = new StripeInbox({ sql, stripe, priceTiers: deps.config.stripe.priceTiers, metrics, logger, ...deps.inbox });
+    return { wake: () => inbox.wake(), done: inbox.start(signal) };
+  }
+  const { onFatal, ...settings } = thread;
+const { apiKey, apiBase, priceTiers } = deps.config.stripe;
+  const started = startInboxThread({ ...settings, stripe: { apiKey, apiBase, priceTiers } }, { metrics, logger, onFatal });
+  const done = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(started.stop()), { once: true }));
+  return { wake: started.wake, done };
 }

@@ -1,0 +1,82 @@
+/**
+ * The body of the Stripe inbox thread (started by inbox-thread.ts through inbox-thread.mjs): the
+ * same `StripeInbox` as in process, with a pool of its own, a private registry whose changes are
+ * sent to the daemon every `METRICS_FLUSH_MS`, and a logger that sends its records there. Runs
+ * until the daemon sends `stop`, then flushes, closes its pool and ends.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+
+import { Registry } from "prom-client";
+
+import { connect } from "../../state/db.ts";
+import { StripeInbox } from "./inbox.ts";
+import type { InboxThreadCommand, InboxThreadConfig, InboxThreadMessage } from "./inbox-thread.ts";
+import { METRICS_FLUSH_MS } from "./inbox-thread.ts";
+import { createStripeMetrics, type StripeMetrics } from "./metrics.ts";
+import { createStripeClient } from "./sources.ts";
+import type { StripeLogger } from "./webhook.ts";
+
+const port = parentPort!;
+const config = workerData as InboxThreadConfig;
+const send = (message: InboxThreadMessage): void => port.postMessage(message);
+
+/** A record whose fields cannot be cloned (a function, say) still arrives, with its message. */
+function sendLog(level: "info" | "warn" | "error" | "debug", obj: object, msg: string | undefined): void {
+  try {
+    send({ kind: "log", level, obj, msg });
+  } catch {
+    send({ kind: "log", level, obj: { fields: "not transferable from the inbox thread" }, msg });
+  }
+}
+
+const logger: StripeLogger = {
+  info: (obj, msg) => sendLog("info", obj, msg),
+  warn: (obj, msg) => sendLog("warn", obj, msg),
+  error: (obj, msg) => sendLog("error", obj, msg),
+  debug: (obj, msg) => {
+    if (config.debug) sendLog("debug", obj, msg);
+  },
+};
+
+/** Counter deltas since the last flush, and the gauges' values. */
+function metricsFlusher(metrics: StripeMetrics): () => Promise<void> {
+  const sent = new Map<string, number>();
+  return async () => {
+    const events: { labels: { type: string; result: string }; delta: number }[] = [];
+    for (const { labels, value } of (await metrics.events.get()).values) {
+      const key = `${labels.type}\u0000${labels.result}`;
+      const delta = value - (sent.get(key) ?? 0);
+      if (delta === 0) continue;
+      sent.set(key, value);
+      events.push({ labels: { type: String(labels.type), result: String(labels.result) }, delta });
+    }
+    const gauge = async (g: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> => (await g.get()).values[0]?.value ?? 0;
+    send({ kind: "metrics", events, gauges: { pending: await gauge(metrics.inboxPending), dead: await gauge(metrics.inboxDead), oldestPendingSeconds: await gauge(metrics.inboxOldestPendingSeconds) } });
+  };
+}
+
+async function run(): Promise<void> {
+  const sql = connect(config.databaseUrl, { max: config.poolMax, applicationName: config.applicationName, statementTimeoutMs: config.statementTimeoutMs });
+  const metrics = createStripeMetrics(new Registry());
+  const inbox = new StripeInbox({ sql, stripe: createStripeClient(config.stripe), priceTiers: config.stripe.priceTiers, metrics, logger, concurrency: config.poolMax, onIdle: () => send({ kind: "idle" }) });
+  const stopping = new AbortController();
+  port.on("message", (command: InboxThreadCommand) => {
+    if (command.kind === "wake") inbox.wake();
+    else stopping.abort();
+  });
+  const flush = metricsFlusher(metrics);
+  const flushing = setInterval(() => void flush(), METRICS_FLUSH_MS);
+  try {
+    await inbox.start(stopping.signal);
+  } finally {
+    clearInterval(flushing);
+    await flush();
+    await sql.end({ timeout: 5 });
+  }
+  send({ kind: "stopped" });
+  port.close();
+  // Idle keep-alive sockets (the Stripe client's) must not hold the thread open.
+  setTimeout(() => process.exit(0), 1_000).unref();
+}
+
+await run();

@@ -1,0 +1,105 @@
+/**
+ * The inbox worker in payload mode handles the customers of a pass in batches, one transaction per
+ * batch: what that must not change (every customer's events applied in order, a customer locked
+ * elsewhere skipped) and what it must add (a batch failing as a whole is retried customer by
+ * customer, and nothing is counted for a transaction that rolled back).
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+
+import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
+import { StripeSim } from "../../src/sources/stripe/sim.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+beforeEach(async () => {
+  await db.sql`delete from stripe_events`;
+});
+
+/** `n` sign-ups whose first payment fails: customer, subscription and three invoice events each. */
+function signups(n: number, prefix: string): { sim: StripeSim; customers: string[]; subscriptions: string[] } {
+  const sim = new StripeSim(() => Math.floor(Date.now() / 1000));
+  const customers: string[] = [];
+  const subscriptions: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const customer = sim.createCustomer({ email: `${prefix}-${i}@example.com` });
+    customers.push(customer);
+    subscriptions.push(sim.createSubscription({ customer, tier: "starter", failFirstPayment: true }));
+  }
+  return { sim, customers, subscriptions };
+}
+
+function worker(): { inbox: StripeInbox; registry: ReturnType<typeof newMetrics>["registry"] } {
+  const { registry, metrics } = newMetrics();
+  return { inbox: new StripeInbox({ sql: db.sql, stripe: null, priceTiers: {}, metrics, logger: silentLogger, concurrency: 4 }), registry };
+}
+
+const pendingOf = async (customer: string): Promise<number> =>
+  (await db.sql<{ n: number }[]>`select count(*)::int as n from stripe_events where customer_id = ${customer} and status = 'pending'`)[0]!.n;
+
+describe("inbox batches (payload mode)", () => {
+  test("one pass applies 40 customers' sign-ups, 200 events, in batched transactions", async () => {
+    const { sim, subscriptions } = signups(40, "batch");
+    expect(await ingest(db.sql, sim.events)).toBe(200);
+    const { inbox, registry } = worker();
+    const pass = await inbox.processPendingOnce();
+    expect(pass).toMatchObject({ customers: 40, events: 200 });
+    expect(pass.counts).toEqual({ processed: 200 });
+    for (const sub of subscriptions) expect(await subscriptionRow(db.sql, sub)).toMatchObject({ status: "incomplete", tier: "starter" });
+    expect(await counterValue(registry, { type: "customer.created", result: "processed" })).toBe(40);
+    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from stripe_events where status <> 'processed'`;
+    expect(left!.n).toBe(0);
+  });
+
+  test("a customer whose inbox lock another replica holds is skipped; the others of its batch are applied", async () => {
+    const { sim, customers, subscriptions } = signups(6, "locked");
+    await ingest(db.sql, sim.events);
+    const held = customers[2]!;
+    const other = await db.sql.reserve();
+    try {
+      await other`select pg_advisory_lock(hashtext(${`stripe_customer:${held}`}))`;
+      const { inbox } = worker();
+      expect(await inbox.processPendingOnce()).toMatchObject({ events: 25 });
+      expect(await pendingOf(held)).toBe(5);
+      expect(await subscriptionRow(db.sql, subscriptions[2]!)).toBeUndefined();
+      for (const i of [0, 1, 3, 4, 5]) expect(await pendingOf(customers[i]!)).toBe(0);
+      await other`select pg_advisory_unlock(hashtext(${`stripe_customer:${held}`}))`;
+      expect(await inbox.processPendingOnce()).toMatchObject({ events: 5 });
+      expect(await subscriptionRow(db.sql, subscriptions[2]!)).toMatchObject({ status: "incomplete" });
+    } finally {
+      other.release();
+    }
+  });
+
+  test("a batch that fails outside its savepoints is retried customer by customer: only the failing customer waits, nothing is counted twice", async () => {
+    const { sim, customers } = signups(8, "poison");
+    await ingest(db.sql, sim.events);
+    const poisoned = customers[5]!;
+    // Marking this customer's events processed fails, as a statement can outside any event's savepoint.
+    await db.sql.unsafe(`
+      create function inbox_test_poison() returns trigger language plpgsql as $$
+      begin raise exception 'poisoned customer'; end $$;
+      create trigger poison before update of status on stripe_events for each row
+        when (new.status = 'processed' and old.customer_id = '${poisoned}') execute function inbox_test_poison();`);
+    try {
+      const { inbox, registry } = worker();
+      const pass = await inbox.processPendingOnce();
+      expect(pass.events).toBe(35);
+      expect(pass.counts).toEqual({ processed: 35 });
+      expect(await counterValue(registry, { type: "customer.created", result: "processed" })).toBe(7);
+      expect(await pendingOf(poisoned)).toBe(5);
+      const [attempts] = await db.sql<{ n: number }[]>`select max(attempts)::int as n from stripe_events where customer_id = ${poisoned}`;
+      expect(attempts!.n).toBe(0);
+      for (const customer of customers.filter((c) => c !== poisoned)) expect(await pendingOf(customer)).toBe(0);
+    } finally {
+      await db.sql.unsafe(`drop trigger poison on stripe_events; drop function inbox_test_poison();`);
+    }
+  });
+});

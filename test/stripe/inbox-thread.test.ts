@@ -1,0 +1,64 @@
+/**
+ * The inbox worker on its own thread, as `serve` runs it: events stored while it runs are applied,
+ * its counters and gauges reach the daemon's registry, a wake is never lost while the thread is
+ * busy, and `stop` ends the thread.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+
+import { idleAwareWake, startInboxThread } from "../../src/sources/stripe/inbox-thread.ts";
+import { StripeSim } from "../../src/sources/stripe/sim.ts";
+import { eventually } from "../e2e/harness.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+describe("idleAwareWake", () => {
+  test("sends only while the thread is idle; a wake that arrived while it was busy is sent when it goes idle", () => {
+    let sent = 0;
+    const waking = idleAwareWake(() => (sent += 1));
+    waking.wake(); // busy (not yet idle): noted
+    expect(sent).toBe(0);
+    waking.idle(); // something arrived meanwhile: sent at once
+    expect(sent).toBe(1);
+    waking.idle(); // nothing since: now idle
+    waking.wake();
+    waking.wake(); // the first one woke it: it is busy again
+    expect(sent).toBe(2);
+    waking.idle();
+    expect(sent).toBe(3);
+    waking.idle();
+    expect(sent).toBe(3);
+  });
+});
+
+describe("startInboxThread", () => {
+  test("applies events stored while it runs, forwards its metrics, and stops", async () => {
+    const { registry, metrics } = newMetrics();
+    const fatal: string[] = [];
+    const thread = startInboxThread(
+      { databaseUrl: db.url, applicationName: "inbox-thread-test", poolMax: 2, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
+      { metrics, logger: silentLogger, onFatal: (reason) => fatal.push(reason) },
+    );
+    try {
+      const sim = new StripeSim(() => Math.floor(Date.now() / 1000));
+      const sub = sim.createSubscription({ customer: sim.createCustomer({ email: "thread@example.com" }), tier: "professional" });
+      await ingest(db.sql, sim.events);
+      thread.wake();
+      await eventually("the subscription applied by the thread", async () => (await subscriptionRow(db.sql, sub))?.status === "active", 30_000);
+      await eventually("its counters on the daemon's registry", async () => (await counterValue(registry, { type: "customer.subscription.created", result: "processed" })) === 1, 10_000);
+    } finally {
+      await thread.stop();
+    }
+    expect(fatal).toEqual([]);
+    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = 'inbox-thread-test'`;
+    expect(left!.n).toBe(0);
+  }, 60_000);
+});
