@@ -13,12 +13,13 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+
+import { freePort } from "./lib/webhook-processes.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const READY_MS = 120_000;
@@ -44,15 +45,6 @@ export interface VariantResult {
   readonly readyMsMedian: number;
   readonly readyMsMax: number;
   readonly rssMbMedian: number;
-}
-
-/** A free loopback port (the daemon reports its port only in its log). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function startOnce(variant: Variant, dir: string): Promise<Start> {

@@ -28,7 +28,7 @@ export interface Endpoint {
 }
 
 /** A free loopback port: the daemon takes its port from PORT and does not report it otherwise. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
