@@ -6,8 +6,8 @@
 import { parseArgs } from "node:util";
 
 import { coerceError } from "../errors.ts";
+import type { PassOutcome } from "../reconciler/pass.ts";
 import { describePlan } from "../reconciler/plan.ts";
-import type { PassOutcome } from "../reconciler/reconcile.ts";
 import { withDatabase } from "./common.ts";
 import { allKeys, openControllerContext, resolveKey } from "./controller-context.ts";
 

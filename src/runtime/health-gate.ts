@@ -8,7 +8,7 @@
 import type { Sql } from "postgres";
 
 import { consecutiveFailures, instanceRestartDecision, restartDecision } from "../reconciler/health-policy.ts";
-import type { HealthGate } from "../reconciler/reconcile.ts";
+import type { HealthGate } from "../reconciler/pass.ts";
 import { type Component, COMPONENTS } from "../reconciler/types.ts";
 import { clearRestartRequest, incidentKey, raiseHealthAlert, recordRestart, restartRequestedAt, restartState } from "../state/health.ts";
 
