@@ -7,12 +7,15 @@ import type { Sql } from "postgres";
 
 import type { Tier } from "../../reconciler/types.ts";
 import { type ApiKeyRecord, touchApiKeys } from "../../state/api-keys.ts";
+import { withDeadline } from "../../state/deadline.ts";
 import { ApiError } from "./errors.ts";
 
 export const API_SCOPES = ["instances:read", "instances:write", "backups:read", "backups:write", "usage:read", "support:write"] as const;
 export type ApiScope = (typeof API_SCOPES)[number];
 
 const KEY_FORMAT = /^mr_[0-9a-f]{64}$/;
+/** The longest the batched last_used_at write may wait for the database. */
+const LAST_USED_WRITE_MS = 5_000;
 
 export interface Caller {
   readonly keyId: string;
@@ -81,7 +84,8 @@ export class LastUsedBatcher {
     if (this.used.size === 0) return;
     const ids = [...this.used];
     this.used = new Set();
-    await touchApiKeys(this.sql, ids, new Date()).catch((error: unknown) => {
+    // Bounded: a frozen database must not hold up a shutdown (the keys are kept for the next try).
+    await withDeadline(LAST_USED_WRITE_MS, "record API keys' last use", () => touchApiKeys(this.sql, ids, new Date())).catch((error: unknown) => {
       for (const id of ids) this.used.add(id);
       this.onError(error);
     });
