@@ -4,11 +4,12 @@
  * process-level faults: SIGKILL of the daemon, SIGSTOP/SIGCONT of every Postgres process, SIGKILL
  * of the postmaster. Its output goes to DATA_DIR/serve.log.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+
+import { postgresPids, postmasterPid, signalPid } from "../../test/helpers/postgres-processes.ts";
 
 const RESTART_DELAY_MS = 1_000;
 
@@ -52,15 +53,15 @@ export function startChaosDaemon(dataDir: string, env: Record<string, string>): 
     },
     freezeDatabase: async () => {
       const pids = await postgresPids(dataDir);
-      for (const pid of pids) signal(pid, "SIGSTOP");
+      for (const pid of pids) signalPid(pid, "SIGSTOP");
       return pids;
     },
     thaw: (pids) => {
-      for (const pid of pids.slice().reverse()) signal(pid, "SIGCONT");
+      for (const pid of pids.slice().reverse()) signalPid(pid, "SIGCONT");
     },
     killPostmaster: async () => {
       const pid = await postmasterPid(dataDir);
-      return pid !== undefined && signal(pid, "SIGKILL");
+      return pid !== undefined && signalPid(pid, "SIGKILL");
     },
     stop: async () => {
       stopping = true;
@@ -94,36 +95,3 @@ function spawnServe(env: Record<string, string>, log: WriteStream): ServeChild {
   return { child, port, exited };
 }
 
-async function postmasterPid(dataDir: string): Promise<number | undefined> {
-  try {
-    const pid = Number((await readFile(join(dataDir, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
-    return pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The postmaster first, then every process it forked. */
-async function postgresPids(dataDir: string): Promise<number[]> {
-  const postmaster = await postmasterPid(dataDir);
-  if (postmaster === undefined) return [];
-  let children: number[] = [];
-  try {
-    children = execFileSync("ps", ["-o", "pid=", "--ppid", String(postmaster)], { encoding: "utf8" })
-      .split("\n")
-      .map((line) => Number(line.trim()))
-      .filter((pid) => pid > 0);
-  } catch {
-    // ps exits 1 when there are no children.
-  }
-  return [postmaster, ...children];
-}
-
-function signal(pid: number, name: NodeJS.Signals): boolean {
-  try {
-    process.kill(pid, name);
-    return true;
-  } catch {
-    return false;
-  }
-}

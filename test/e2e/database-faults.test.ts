@@ -4,7 +4,6 @@
  * refuses), killed (SIGKILL of the postmaster: supervised restart), and killed past the restart
  * budget (exit 1).
  */
-import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { scenario } from "../../src/sources/stripe/cli.ts";
 import { isRunning } from "../../src/state/embedded.ts";
+import { postgresPids, postmasterPid, signalPid } from "../helpers/postgres-processes.ts";
 import { eventually } from "./harness.ts";
 import { type ServeProcess, startServe } from "./serve-process.ts";
 
@@ -30,12 +30,12 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  const pids = await postgresPids().catch(() => []);
-  for (const pid of pids) signal(pid, "SIGCONT");
+  const pids = await postgresPids(dataDir).catch(() => []);
+  for (const pid of pids) signalPid(pid, "SIGCONT");
   serve.kill("SIGKILL");
   await serve.exited;
   if (process.env.FAULTS_LOG) await writeFile(process.env.FAULTS_LOG, serve.output());
-  for (const pid of pids) signal(pid, "SIGKILL");
+  for (const pid of pids) signalPid(pid, "SIGKILL");
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -83,31 +83,11 @@ async function postSubscription(limit = Infinity, timeoutMs = 20_000): Promise<{
   return result;
 }
 
-async function postmasterPid(): Promise<number> {
-  return Number((await readFile(join(dataDir, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
-}
-
-/** The postmaster first, then every process it forked. */
-async function postgresPids(): Promise<number[]> {
-  const postmaster = await postmasterPid();
-  let children: number[] = [];
-  try {
-    children = execFileSync("ps", ["-o", "pid=", "--ppid", String(postmaster)], { encoding: "utf8" })
-      .split("\n")
-      .map((line) => Number(line.trim()))
-      .filter((pid) => pid > 0);
-  } catch {
-    // ps exits 1 when there are no children.
-  }
-  return [postmaster, ...children];
-}
-
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // Already gone.
-  }
+/** The postmaster's pid; throws while there is none. */
+async function postmaster(): Promise<number> {
+  const pid = await postmasterPid(dataDir);
+  if (pid === undefined) throw new Error(`no postmaster.pid under ${dataDir}`);
+  return pid;
 }
 
 function leaderGauge(text: string): string | undefined {
@@ -117,10 +97,10 @@ function leaderGauge(text: string): string | undefined {
 describe("serve while its database fails", () => {
   test("frozen: webhook 503 with Retry-After within 6 s, /readyz 503 within 2 s, the leader steps down before its lease ends; thawed: the next webhook is processed and the controller acts, without a restart", async () => {
     expect(leaderGauge(await metrics())).toBe("1");
-    const pids = await postgresPids();
+    const pids = await postgresPids(dataDir);
     expect(pids.length).toBeGreaterThan(1);
     const frozenAt = performance.now();
-    for (const pid of pids) signal(pid, "SIGSTOP");
+    for (const pid of pids) signalPid(pid, "SIGSTOP");
     try {
       const webhook = await postSubscription(1);
       expect(webhook.statuses[0]).toBe(503);
@@ -136,7 +116,7 @@ describe("serve while its database fails", () => {
       expect(performance.now() - frozenAt).toBeLessThan(15_000);
       expect(lastMetrics).toMatch(/^mindroom_db_up 0$/m);
     } finally {
-      for (const pid of pids.slice().reverse()) signal(pid, "SIGCONT");
+      for (const pid of pids.slice().reverse()) signalPid(pid, "SIGCONT");
     }
     await eventually("/readyz 200 after the thaw", async () => (await get("/readyz")).status === 200, 30_000);
     const after = await postSubscription();
@@ -147,12 +127,12 @@ describe("serve while its database fails", () => {
   }, 300_000);
 
   test("killed: the supervised Postgres restarts on the same data, /readyz 200 within 30 s, a webhook sent after it is processed", async () => {
-    const before = await postmasterPid();
-    signal(before, "SIGKILL");
+    const before = await postmaster();
+    signalPid(before, "SIGKILL");
     const killedAt = performance.now();
-    await eventually("/readyz 200 after the restart", async () => (await get("/readyz")).status === 200 && (await postmasterPid()) !== before, 30_000);
+    await eventually("/readyz 200 after the restart", async () => (await get("/readyz")).status === 200 && (await postmaster()) !== before, 30_000);
     expect(performance.now() - killedAt).toBeLessThan(30_000);
-    expect(await isRunning(await postmasterPid())).toBe(true);
+    expect(await isRunning(await postmaster())).toBe(true);
     expect(await metrics()).toMatch(/^mindroom_embedded_postgres_restarts_total 1$/m);
     expect(serve.output()).toMatch(/embedded Postgres restarted/);
     const sent = await postSubscription();
@@ -164,13 +144,13 @@ describe("serve while its database fails", () => {
     // One restart is spent already; four more are allowed, the sixth death is one too many.
     for (let death = 2; death <= 6; death++) {
       expect(serve.child.exitCode).toBeNull();
-      const pid = await postmasterPid();
-      signal(pid, "SIGKILL");
+      const pid = await postmaster();
+      signalPid(pid, "SIGKILL");
       if (death === 6) break;
       // Fully restarted (counted, and ready) before the next kill: a kill during recovery would
       // be a failed start attempt, not a new death.
       const restarted = new RegExp(`^mindroom_embedded_postgres_restarts_total ${death}$`, "m");
-      await eventually(`restart ${death}`, async () => restarted.test(await metrics()) && (await get("/readyz")).status === 200 && pid !== (await postmasterPid()), 90_000);
+      await eventually(`restart ${death}`, async () => restarted.test(await metrics()) && (await get("/readyz")).status === 200 && pid !== (await postmaster()), 90_000);
     }
     const exit = await serve.exited;
     expect(exit.code).toBe(1);
