@@ -164,9 +164,10 @@ function toInstanceView(row: InstanceRow, subscription: SubscriptionState): Inst
   };
 }
 
-/** The backups of one of the account's instances, newest first. */
-export async function instanceBackups(sql: Sql, instanceId: string): Promise<BackupRow[]> {
-  return listBackups(sql, instanceId, 100);
+/** The newest `limit` backups of one of the account's instances, and whether there are more. */
+export async function instanceBackups(sql: Sql, instanceId: string, limit: number): Promise<Page<BackupRow>> {
+  const rows = await listBackups(sql, instanceId, limit + 1);
+  return { items: rows.slice(0, limit), hasMore: rows.length > limit };
 }
 
 /** A backup of one of the account's instances, or undefined. */
@@ -252,12 +253,12 @@ export function toTicket(row: TicketRow): TicketView {
   };
 }
 
-/** The account's support tickets, newest first (at most 100). */
-export async function listTickets(sql: Sql, accountId: string): Promise<TicketView[]> {
+/** The account's newest `limit` support tickets, and whether there are more. */
+export async function listTickets(sql: Sql, accountId: string, limit: number): Promise<Page<TicketView>> {
   const rows = await sql<TicketRow[]>`
     select ${sql.unsafe(TICKET_COLUMNS)} from public.support_tickets where account_id = ${accountId}
-    order by created_at desc, id desc limit 100`;
-  return rows.map(toTicket);
+    order by created_at desc, id desc limit ${limit + 1}`;
+  return { items: rows.slice(0, limit).map(toTicket), hasMore: rows.length > limit };
 }
 
 export async function findTicket(sql: Sql, accountId: string, id: string): Promise<TicketView | undefined> {

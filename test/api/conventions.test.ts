@@ -94,6 +94,27 @@ describe("request bodies and parameters", () => {
     checker.check("GET", "/v1/usage", 400, missing.body);
   });
 
+  test("lists say has_more only when there is more: 100 tickets fill a page, the 101st is more", async () => {
+    const { key } = await makeKey(server, ACCOUNTS.enterprise, ALL_SCOPES);
+    await server.db.sql`
+      insert into public.support_tickets (account_id, subject, description)
+      select ${ACCOUNTS.enterprise}, 'ticket ' || n, 'x' from generate_series(1, 100) n`;
+    const full = await call(server, "GET", "/v1/support/tickets", { key });
+    expect((full.body as { data: unknown[] }).data).toHaveLength(100);
+    expect((full.body as { has_more: boolean }).has_more).toBe(false);
+    await server.db.sql`insert into public.support_tickets (account_id, subject, description) values (${ACCOUNTS.enterprise}, 'one more', 'x')`;
+    const more = await call(server, "GET", "/v1/support/tickets", { key });
+    expect((more.body as { data: unknown[] }).data).toHaveLength(100);
+    expect((more.body as { has_more: boolean }).has_more).toBe(true);
+    const instance = "c0000000-0000-4000-8000-000000000004";
+    await server.db.sql`
+      insert into public.instance_backups (instance_id, backup_type, status, error)
+      select ${instance}, 'manual', 'failed', 'test row' from generate_series(1, 101)`;
+    const backups = await call(server, "GET", `/v1/instances/${instance}/backups`, { key });
+    expect((backups.body as { data: unknown[] }).data).toHaveLength(100);
+    expect((backups.body as { has_more: boolean }).has_more).toBe(true);
+  });
+
   test("cursor pagination walks every instance once", async () => {
     const { key } = await makeKey(server, ACCOUNTS.pro, ALL_SCOPES);
     const sub = "b0000000-0000-4000-8000-000000000003";

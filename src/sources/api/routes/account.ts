@@ -11,6 +11,8 @@ import { accountSchema, idempotencyHeaders, newTicketBody, ticketListSchema, tic
 import type { ApiApp, ApiContext } from "../server.ts";
 import { ticketJson } from "../views.ts";
 
+/** Tickets one list answers, newest first. */
+const TICKET_PAGE = 100;
 /** The longest usage range one request may ask for. */
 const MAX_USAGE_DAYS = 366;
 
@@ -67,8 +69,8 @@ export function registerAccountRoutes(app: ApiApp, ctx: ApiContext): void {
     config: { scope: "support:write" },
     schema: { tags: ["support"], summary: "Your support tickets, newest first (the latest 100)", response: { 200: ticketListSchema, ...errorResponses() } },
   }, async (request) => {
-    const rows = await ctx.db("list tickets", () => listTickets(ctx.sql, authenticated(request).accountId));
-    return { object: "list" as const, data: rows.map(ticketJson), has_more: rows.length >= 100 };
+    const page = await ctx.db("list tickets", () => listTickets(ctx.sql, authenticated(request).accountId, TICKET_PAGE));
+    return { object: "list" as const, data: page.items.map(ticketJson), has_more: page.hasMore };
   });
 
   app.post("/v1/support/tickets", {

@@ -27,8 +27,8 @@ export function registerBackupRoutes(app: ApiApp, ctx: ApiContext): void {
     schema: { tags, summary: `An instance's backups, newest first (the latest ${PAGE})`, params: idParams, response: { 200: backupListSchema, ...errorResponses() } },
   }, async (request) => {
     const view = await loadInstance(ctx, authenticated(request).accountId, request.params.id);
-    const rows = await ctx.db("list backups", () => instanceBackups(ctx.sql, view.id));
-    return { object: "list" as const, data: rows.slice(0, PAGE).map(backupJson), has_more: rows.length > PAGE };
+    const page = await ctx.db("list backups", () => instanceBackups(ctx.sql, view.id, PAGE));
+    return { object: "list" as const, data: page.items.map(backupJson), has_more: page.hasMore };
   });
 
   app.post("/v1/instances/:id/backups", {
