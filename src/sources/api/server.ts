@@ -108,12 +108,11 @@ export async function createApi(deps: ApiDeps): Promise<Api> {
     db: (what, call) => withDeadline(deps.requestTimeoutMs, what, call),
   };
   const lastUsed = new LastUsedBatcher(deps.sql, LAST_USED_FLUSH_MS, (error) => deps.logger.warn({ err: error }, "could not record API keys' last use; will retry"));
-  const app = await buildApp(ctx, lastUsed);
+  const { app, document } = await buildApp(ctx, lastUsed);
   lastUsed.start();
-  const document = servedDocument(app.swagger());
   return {
     handler: (req, res) => app.routing(req, res),
-    document: () => document,
+    document,
     close: async () => {
       await lastUsed.stop();
       await app.close();
@@ -121,7 +120,8 @@ export async function createApi(deps: ApiDeps): Promise<Api> {
   };
 }
 
-async function buildApp(ctx: ApiContext, lastUsed: LastUsedBatcher): Promise<FastifyInstance> {
+/** The application, ready, and its OpenAPI document (built once, on first use). */
+async function buildApp(ctx: ApiContext, lastUsed: LastUsedBatcher): Promise<{ app: FastifyInstance; document: () => unknown }> {
   const app = Fastify({
     logger: false,
     bodyLimit: MAX_BODY_BYTES,
@@ -150,7 +150,9 @@ async function buildApp(ctx: ApiContext, lastUsed: LastUsedBatcher): Promise<Fas
   registerAccountRoutes(typed, ctx);
   registerInstanceRoutes(typed, ctx);
   registerBackupRoutes(typed, ctx);
-  app.get("/v1/openapi.json", { config: { anonymous: true }, schema: { hide: true } }, () => servedDocument(app.swagger()));
+  let served: unknown;
+  const document = (): unknown => (served ??= servedDocument(app.swagger()));
+  app.get("/v1/openapi.json", { config: { anonymous: true }, schema: { hide: true } }, () => document());
   await app.ready();
-  return app;
+  return { app, document };
 }
