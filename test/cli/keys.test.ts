@@ -1,7 +1,6 @@
 /**
  * `mindroom-reconciler keys create | list | revoke` through the real CLI against real Postgres.
  */
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { seed } from "../../src/state/db.ts";
+import { runCli } from "../helpers/cli.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 
 let db: TestDatabase;
@@ -26,13 +26,8 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  const env = { PATH: process.env.PATH ?? "", DATABASE_URL: db.url, DATA_DIR: dataDir, LOG_LEVEL: "warn" };
-  return new Promise((resolve) => {
-    execFile(process.execPath, ["src/bin.mjs", ...args], { env, encoding: "utf8", timeout: 60_000 }, (error, stdout, stderr) => {
-      resolve({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
-    });
-  });
+function cli(...args: string[]) {
+  return runCli({ PATH: process.env.PATH ?? "", DATABASE_URL: db.url, DATA_DIR: dataDir, LOG_LEVEL: "warn" }, args, 60_000);
 }
 
 describe("keys", () => {

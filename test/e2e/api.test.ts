@@ -4,7 +4,6 @@
  * a manual backup requested through the API completes and downloads byte-identical to the CLI's
  * `backups download`.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -21,6 +20,7 @@ import { type Api, createApi } from "../../src/sources/api/server.ts";
 import { createApiKey } from "../../src/state/api-keys.ts";
 import { sendReconcileRequest } from "../../src/state/reconcile-requests.ts";
 import { type ResponseChecker, responseChecker } from "../api/openapi.ts";
+import { runCli } from "../helpers/cli.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 
 const STARTER = "a0000000-0000-4000-8000-000000000002";
@@ -110,10 +110,8 @@ describe("the API drives the controller", () => {
     expect(downloaded.bytes.length).toBeGreaterThan(0);
     const out = join(dataDir, "cli.tar.gz");
     const env = { PATH: process.env.PATH ?? "", DATABASE_URL: h.db.url, DATA_DIR: dataDir, DOKKU_HOSTS: h.sandbox.sshUrl, SSH_PRIVATE_KEY: h.sshPrivateKey, MASTER_KEY: h.masterKey, LOG_LEVEL: "warn" };
-    const cli = await new Promise<{ failed: boolean; stderr: string }>((resolve) =>
-      execFile(process.execPath, ["src/bin.mjs", "backups", "download", id, "--out", out], { env, timeout: 60_000 }, (error, _stdout, stderr) => resolve({ failed: error !== null, stderr })),
-    );
-    expect(cli.failed, cli.stderr).toBe(false);
+    const cli = await runCli(env, ["backups", "download", id, "--out", out], 60_000);
+    expect(cli.status, cli.stderr).toBe(0);
     expect(readFileSync(out).equals(downloaded.bytes)).toBe(true);
   }, 120_000);
 });

@@ -3,7 +3,6 @@
  * the pass itself: `backup --json`, `backups list --json`, `backups download` (byte-identical
  * tar.gz; a corrupted object leaves no file and exits 1), `backups verify`, `restore`.
  */
-import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +10,7 @@ import { gunzipSync } from "node:zlib";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { runCli } from "../helpers/cli.ts";
 import { appsOf, eventually, type Harness, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -31,12 +31,8 @@ afterAll(async () => {
 });
 
 /** Runs the CLI without blocking this process, whose event loop serves the sandbox host. */
-function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ["src/bin.mjs", ...args], { env, encoding: "utf8", timeout: 120_000 }, (error, stdout, stderr) => {
-      resolve({ status: error ? (typeof error.code === "number" ? error.code : null) : 0, stdout, stderr });
-    });
-  });
+function cli(...args: string[]) {
+  return runCli(env, args, 120_000);
 }
 
 describe("backup commands", () => {

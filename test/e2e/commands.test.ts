@@ -3,12 +3,12 @@
  * 1 after an app is destroyed by hand (and names it); `status` explains; `reconcile` repairs;
  * `hosts` lists, adds and removes.
  */
-import { execFile } from "node:child_process";
 
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { createDokkuDriver } from "../../src/drivers/dokku/driver.ts";
+import { runCli } from "../helpers/cli.ts";
 import { appsOf, eventually, type Harness, SEED_SUBDOMAINS, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -31,13 +31,8 @@ afterAll(async () => {
 });
 
 /** Runs the CLI without blocking this process, whose event loop serves the sandbox host. */
-function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ["src/bin.mjs", ...args], { env, encoding: "utf8", timeout: 120_000 }, (error, stdout, stderr) => {
-      const status = error ? (typeof error.code === "number" ? error.code : null) : 0;
-      resolve({ status, stdout, stderr });
-    });
-  });
+function cli(...args: string[]) {
+  return runCli(env, args, 120_000);
 }
 
 describe("operator commands", () => {
@@ -156,9 +151,7 @@ describe("usage errors and help", () => {
 
   test("guest commands print no log line at the default level", async () => {
     const { LOG_LEVEL: _level, ...defaults } = env;
-    const result = await new Promise<{ stderr: string }>((resolve) => {
-      execFile(process.execPath, ["src/bin.mjs", "status"], { env: defaults, encoding: "utf8", timeout: 60_000 }, (_error, _stdout, stderr) => resolve({ stderr }));
-    });
+    const result = await runCli(defaults, ["status"], 60_000);
     expect(result.stderr).toBe("");
   });
 });

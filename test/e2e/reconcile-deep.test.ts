@@ -3,10 +3,10 @@
  * a config value edited by hand on the host (drift a shallow pass cannot see) is put back at once,
  * long before the slow deep rotation (set to an hour here) would find it. `sub_...` ids resolve.
  */
-import { execFile } from "node:child_process";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { runCli } from "../helpers/cli.ts";
 import { appsOf, eventually, type Harness, SEED_SUBDOMAINS, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -26,12 +26,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ["src/bin.mjs", ...args], { env, encoding: "utf8", timeout: 150_000 }, (error, stdout, stderr) => {
-      resolve({ status: error ? (typeof error.code === "number" ? error.code : null) : 0, stdout, stderr });
-    });
-  });
+function cli(...args: string[]) {
+  return runCli(env, args, 150_000);
 }
 
 describe("reconcile while a daemon leads", () => {
