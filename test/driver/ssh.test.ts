@@ -196,6 +196,19 @@ describe("SshPool over real SSH", () => {
     expect(result.stderr).toBe(warning.subarray(0, 3_000_000).toString());
   });
 
+  test("run resolves only once the sink has taken the last chunk, however slow it is", { timeout: 30_000 }, async () => {
+    const payload = Buffer.alloc(48 * 1024, 7);
+    const s = await server((exec) => {
+      exec.stdout(payload);
+      exec.exit(0);
+    });
+    let taken = 0;
+    const sink = new Writable({ highWaterMark: 1 << 20, write: (chunk: Buffer, _e, cb) => void setTimeout(() => ((taken += chunk.length), cb()), 50) });
+    const result = await pool(s, { defaultTimeoutMs: 10_000 }).run(["storage:exec", "e1", "--", "tar", "-czf", "-", "."], { stdout: sink });
+    expect(result.exitCode).toBe(0);
+    expect(taken).toBe(payload.length);
+  });
+
   test("an unreachable host fails as a retryable connection error", async () => {
     const s = await server(echo);
     await s.close();

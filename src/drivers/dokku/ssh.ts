@@ -340,14 +340,19 @@ export class SshPool implements CommandRunner {
     });
   }
 
-  /** Reads both streams to the end; resolves on an exit status, fails when none arrived. */
+  /**
+   * Reads both streams to the end; resolves on an exit status, fails when none arrived. With a
+   * sink, resolves only once the sink has taken every chunk (each write's callback has run), so a
+   * caller that reads what the sink holds right after `run` sees the whole output.
+   */
   private collect(stream: ClientChannel, argv: readonly string[], { sink, source }: ChannelIo, done: (result: RunResult | Error) => void): void {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let exitCode: number | null = null;
+    const sinkWrites = pendingWrites();
     stream.on("data", (chunk: Buffer) => {
       if (!sink) return void out.push(chunk);
-      if (!sink.write(chunk)) {
+      if (!sink.write(chunk, sinkWrites.track())) {
         stream.pause();
         sink.once("drain", () => stream.resume());
       }
@@ -360,7 +365,9 @@ export class SshPool implements CommandRunner {
         const lost = new OutcomeUnknownError(`${subcommandOf(argv)} on ${this.options.host.name}: connection closed before an exit status arrived`);
         return done(attachHidden(lost, { argv, stderr, reason: "ConnectionDropped" }));
       }
-      done({ exitCode, stdout: Buffer.concat(out).toString("utf8"), stderr });
+      const code = exitCode;
+      // A sink that never takes its last chunks is bounded by the command's deadline, still armed.
+      sinkWrites.drained(() => done({ exitCode: code, stdout: Buffer.concat(out).toString("utf8"), stderr }));
     });
     if (!source) return void stream.end();
     source.once("error", (error: Error) => {
@@ -414,4 +421,20 @@ export class SshPool implements CommandRunner {
     }
     return new SshError("ConnectionFailed", `cannot connect to ${this.options.host.name}: ${message}`, true, { cause: err });
   }
+}
+
+/** Counts writes whose callback has not run yet; `drained` fires once none is outstanding. */
+function pendingWrites(): { track: () => () => void; drained: (then: () => void) => void } {
+  let outstanding = 0;
+  let waiting: (() => void) | null = null;
+  return {
+    track: () => {
+      outstanding += 1;
+      return () => {
+        outstanding -= 1;
+        if (outstanding === 0 && waiting) waiting();
+      };
+    },
+    drained: (then) => (outstanding === 0 ? then() : void (waiting = then)),
+  };
 }
