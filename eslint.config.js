@@ -5,7 +5,7 @@ import simpleImportSort from "eslint-plugin-simple-import-sort";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", ".data/**", ".ci/**", "coverage/**", "dist/**"] },
+  { ignores: ["node_modules/**", ".data/**", ".ci/**", "coverage/**", "dist/**", ".bench-build/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   eslintComments.recommended,

@@ -1,17 +1,18 @@
 /**
- * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L] [--workers W] [--heap-snapshot FILE] [--json]`
+ * `npm run bench -- scale [--instances N] [--hosts H] [--latency MS] [--naive-instances M] [--timeout S] [--log-level L] [--workers W] [--heap-snapshot FILE] [--cpu-prof DIR] [--json]`
  *
  * From an empty platform to N running instances on H sandbox Dokku hosts over real SSH (each SSH
  * command delayed by MS on the host), with real Postgres, then one steady-state pass over every
  * key with nothing to do. Measured: converge wall time, steady-state wall time and SSH commands,
- * CPU time and peak RSS of this process. The same workload then runs, in the same process with a
- * fresh database and fresh hosts, through the naive baseline (see bench/lib/naive-observer.ts:
+ * CPU time and peak RSS of the controller. Each run happens in a process of its own, compiled to
+ * JavaScript as the daemon's build is (lib/scale-process.ts). The same workload then runs, in
+ * another such process with a fresh database and fresh hosts, through the naive baseline (see bench/lib/naive-observer.ts:
  * per-app observation, deep observe every pass, one instance at a time), and the report gives
  * naive / ours. `--naive-instances M` runs the baseline on M instances instead (0 skips it), for
  * sizes where it would take hours (default: min(N, 200)); ratios are then per instance and say so.
  *
  * Prints a readable table, or with `--json` one JSON object alone (`summarize`). CPU, memory and
- * event-loop delay are this process's, i.e. the controller's: each sandbox host runs in its own
+ * event-loop delay are the measured process's, i.e. the controller's: each sandbox host runs in its own
  * process (bench/lib/sandbox-process.ts), whose CPU time is reported apart ("host cpu s"), and
  * Postgres runs apart. SSH commands are split into observing (`*:report`, `*:list`, `*:export`,
  * `*:active`) and mutating (the rest). The bound is the converge time if every host's
@@ -23,7 +24,8 @@ import { parseArgs } from "node:util";
 
 import { loadConfig } from "../src/config.ts";
 import { openBenchPostgres } from "./lib/pg.ts";
-import { type PhaseResult, type RunOptions, type RunResult,runScale } from "./lib/scale-run.ts";
+import { runScale } from "./lib/scale-process.ts";
+import type { PhaseResult, RunOptions, RunResult } from "./lib/scale-run.ts";
 
 interface Options {
   readonly instances: number;
@@ -37,6 +39,8 @@ interface Options {
   readonly workers: number | undefined;
   /** Where to write a heap snapshot of the controller once converged (figures then inflated). */
   readonly heapSnapshot: string | undefined;
+  /** Runs the measured process (ours and naive) under `node --cpu-prof`, profiles written here. */
+  readonly cpuProfDir: string | undefined;
 }
 
 /** The naive baseline provisions one instance at a time: beyond this many it would take hours. */
@@ -55,6 +59,7 @@ function parse(argv: string[]): Options {
       json: { type: "boolean" },
       workers: { type: "string" },
       "heap-snapshot": { type: "string" },
+      "cpu-prof": { type: "string" },
     },
   });
   const number = (name: string, raw: string | undefined, fallback: number, min: number): number => {
@@ -73,6 +78,7 @@ function parse(argv: string[]): Options {
     json: values.json ?? false,
     workers: values.workers === undefined ? undefined : number("workers", values.workers, 0, 1),
     heapSnapshot: values["heap-snapshot"],
+    cpuProfDir: values["cpu-prof"],
   };
 }
 
@@ -87,8 +93,8 @@ export async function run(argv: string[]): Promise<void> {
   const pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
   try {
     const common = { hosts: options.hosts, latencyMs: options.latencyMs, timeoutMs: options.timeoutMs, logLevel: options.logLevel, signal: interrupted.signal };
-    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances, ...(options.workers !== undefined && { workers: options.workers }), ...(options.heapSnapshot !== undefined && { heapSnapshot: options.heapSnapshot }) } satisfies RunOptions);
-    if (options.naiveInstances > 0) naive = await runScale(pg, { ...common, mode: "naive", instances: options.naiveInstances });
+    ours = await runScale(pg, { ...common, mode: "ours", instances: options.instances, ...(options.workers !== undefined && { workers: options.workers }), ...(options.heapSnapshot !== undefined && { heapSnapshot: options.heapSnapshot }) } satisfies RunOptions, options.cpuProfDir);
+    if (options.naiveInstances > 0) naive = await runScale(pg, { ...common, mode: "naive", instances: options.naiveInstances }, options.cpuProfDir);
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

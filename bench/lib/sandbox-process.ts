@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 
 import type { ChildApp, ChildRequest, ChildStats } from "./sandbox-child.ts";
 
-const CHILD = fileURLToPath(new URL("./sandbox-child.ts", import.meta.url));
+/** Compiled (compiled.ts) next to a compiled parent, else through tsx. */
+const COMPILED = import.meta.url.endsWith(".js");
+const CHILD = fileURLToPath(new URL(COMPILED ? "./sandbox-child.js" : "./sandbox-child.ts", import.meta.url));
 const START_MS = 30_000;
 const REQUEST_MS = 30_000;
 
@@ -38,7 +40,7 @@ interface Ready {
 }
 
 export async function startSandboxProcess(): Promise<SandboxProcess> {
-  const child = fork(CHILD, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const child = fork(CHILD, [], { execArgv: COMPILED ? [] : ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
   const ready = await within(START_MS, "sandbox process did not start", new Promise<Ready>((resolve, reject) => {
     child.once("error", reject);
     child.once("exit", (code) => reject(new Error(`sandbox process exited with ${code} before it was ready`)));

@@ -37,11 +37,11 @@ import { WorkQueue } from "../../src/reconciler/queue.ts";
 import type { Reconciler } from "../../src/reconciler/reconcile.ts";
 import { buildReconciler } from "../../src/runtime/controller.ts";
 import { startSqlSource } from "../../src/sources/sql.ts";
+import { connect } from "../../src/state/db.ts";
 import { upsertHost } from "../../src/state/hosts.ts";
 import { createInstanceStore } from "../../src/state/instances.ts";
 import { leaseStore, RECONCILER_LEASE } from "../../src/state/lease.ts";
 import { NaiveObserver } from "./naive-observer.ts";
-import type { BenchPostgres } from "./pg.ts";
 import { type ResourceSample, ResourceSampler } from "./resources.ts";
 import type { ChildStats } from "./sandbox-child.ts";
 import { type SandboxProcess, startSandboxProcess } from "./sandbox-process.ts";
@@ -49,6 +49,7 @@ import { insertWorkload } from "./workload.ts";
 
 export type Mode = "ours" | "naive";
 
+/** What a run is told; its process makes its own abort signal (scale-child.ts). */
 export interface RunOptions {
   readonly mode: Mode;
   readonly instances: number;
@@ -111,14 +112,18 @@ interface World {
   readonly reconciler: Reconciler;
 }
 
-export async function runScale(pg: BenchPostgres, options: RunOptions): Promise<RunResult> {
+/**
+ * The run, in this process: its CPU, RSS and event-loop delay are what is reported, so call it in
+ * a process of its own (scale-process.ts). `databaseUrl` is a fresh, migrated database.
+ */
+export async function runScaleHere(databaseUrl: string, options: RunOptions): Promise<RunResult> {
   const cleanup: Array<() => Promise<void>> = [];
   const sampler = new ResourceSampler();
   try {
-    const db = await pg.createDatabase(options.mode, { max: 20 });
-    cleanup.push(() => db.drop());
+    const sql = connect(databaseUrl, { max: 20, applicationName: "mindroom-bench" });
+    cleanup.push(() => sql.end({ timeout: 5 }));
     const sandboxes = await startSandboxes(options, cleanup);
-    const world = await wire(db.sql, sandboxes, options, cleanup);
+    const world = await wire(sql, sandboxes, options, cleanup);
     sampler.start();
     const loop = monitorEventLoopDelay({ resolution: 10 });
     loop.enable();
