@@ -136,6 +136,7 @@ function summarize(options: Options, ours: RunResult, naive: RunResult | null, r
     convergeOverBound: round(ours.converge.seconds / boundSeconds),
     controller: {
       peakRssMb: round(ours.peakRssMb),
+      atPeakMb: ours.atPeakMb,
       cpuSeconds: round(ours.converge.cpuSeconds + ours.steady.cpuSeconds),
       convergeCpuSeconds: round(ours.converge.cpuSeconds),
       eventLoopP99Ms: round(ours.eventLoopP99Ms),
@@ -188,7 +189,7 @@ function report(options: Options, ours: RunResult, naive: RunResult | null, r: R
   const s = summary;
   lines.push(
     `ours: ${s.sshPerInstance.mutating} mutating + ${s.sshPerInstance.observing} observing SSH commands per instance; bound ${s.boundSeconds} s (mutating × N × latency ÷ (hosts × ${s.hostConcurrency})), converge ÷ bound ${s.convergeOverBound}`,
-    `controller: peak RSS ${s.controller.peakRssMb} MB, CPU ${s.controller.cpuSeconds} s, event-loop delay p99 ${s.controller.eventLoopP99Ms} ms (max ${s.controller.eventLoopMaxMs} ms); steady pass ${s.steady.sshCommands} SSH commands, ${s.steady.seconds} s, ${s.steady.cpuSeconds} s CPU`,
+    `controller: peak RSS ${s.controller.peakRssMb} MB (then V8 heap ${s.controller.atPeakMb.heapTotal} MB reserved, ${s.controller.atPeakMb.heapUsed} MB used; external ${s.controller.atPeakMb.external} MB; other ${s.controller.atPeakMb.other} MB), CPU ${s.controller.cpuSeconds} s, event-loop delay p99 ${s.controller.eventLoopP99Ms} ms (max ${s.controller.eventLoopMaxMs} ms); steady pass ${s.steady.sshCommands} SSH commands, ${s.steady.seconds} s, ${s.steady.cpuSeconds} s CPU`,
   );
   return lines.join("\n");
 }

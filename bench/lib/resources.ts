@@ -6,6 +6,8 @@
 export interface ResourceSample {
   readonly startBytes: number;
   readonly peakBytes: number;
+  /** `process.memoryUsage()` when the peak was seen: where the resident memory was. */
+  readonly atPeak: NodeJS.MemoryUsage;
 }
 
 const INTERVAL_MS = 100;
@@ -14,16 +16,21 @@ export class ResourceSampler {
   private timer: NodeJS.Timeout | undefined;
   private startBytes = 0;
   private peakBytes = 0;
+  private atPeak: NodeJS.MemoryUsage = process.memoryUsage();
 
   start(): void {
-    this.startBytes = process.memoryUsage.rss();
+    this.atPeak = process.memoryUsage();
+    this.startBytes = this.atPeak.rss;
     this.peakBytes = this.startBytes;
     this.timer = setInterval(() => this.sample(), INTERVAL_MS);
     this.timer.unref();
   }
 
   sample(): void {
-    this.peakBytes = Math.max(this.peakBytes, process.memoryUsage.rss());
+    const rss = process.memoryUsage.rss();
+    if (rss <= this.peakBytes) return;
+    this.peakBytes = rss;
+    this.atPeak = process.memoryUsage();
   }
 
   /** Stops sampling (idempotent) and returns the start and peak RSS. */
@@ -33,6 +40,6 @@ export class ResourceSampler {
       this.timer = undefined;
       this.sample();
     }
-    return { startBytes: this.startBytes, peakBytes: this.peakBytes };
+    return { startBytes: this.startBytes, peakBytes: this.peakBytes, atPeak: this.atPeak };
   }
 }

@@ -1,8 +1,9 @@
 /**
  * Runs one scale run in a child process of its own, compiled to JavaScript as the daemon's build
  * is (compiled.ts), so that the CPU, peak RSS and event-loop delay it reports are the
- * controller's as users run it: no benchmark driver, no Postgres, no tsx in the process. The
- * sandbox hosts run in processes of their own again (sandbox-process.ts), compiled as well.
+ * controller's as users run it (with `npm start`'s Node flags): no benchmark driver, no Postgres,
+ * no tsx in the process. The sandbox hosts run in processes of their own again
+ * (sandbox-process.ts), compiled as well.
  */
 import { fork } from "node:child_process";
 
@@ -10,6 +11,7 @@ import { compileForBench } from "./compiled.ts";
 import type { BenchPostgres } from "./pg.ts";
 import type { ScaleReply, ScaleRequest } from "./scale-child.ts";
 import type { RunOptions, RunResult } from "./scale-run.ts";
+import { startNodeFlags } from "./start-flags.ts";
 
 let compiled: Promise<string> | undefined;
 
@@ -20,7 +22,7 @@ export async function runScale(pg: BenchPostgres, options: RunOptions, cpuProfDi
   const db = await pg.createDatabase(options.mode, { max: 1 });
   try {
     const { signal, ...rest } = options;
-    const execArgv = cpuProfDir ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir] : [];
+    const execArgv = [...startNodeFlags(), ...(cpuProfDir ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir] : [])];
     return await inChild(entry, execArgv, { databaseUrl: db.url, options: rest }, signal);
   } finally {
     await db.drop();

@@ -87,6 +87,8 @@ export interface RunResult {
   readonly steady: PhaseResult;
   readonly peakRssMb: number;
   readonly startRssMb: number;
+  /** At the RSS peak, MB: V8's heap (reserved and live), memory outside it (Buffers, native), the rest of RSS (code, stacks, malloc arenas). */
+  readonly atPeakMb: { readonly heapTotal: number; readonly heapUsed: number; readonly external: number; readonly other: number };
   /** Event-loop delay of the controller over converge and steady state (perf_hooks, 10 ms resolution). */
   readonly eventLoopP99Ms: number;
   readonly eventLoopMaxMs: number;
@@ -296,6 +298,12 @@ function byCommand(stats: readonly ChildStats[]): Record<string, number> {
   return counts;
 }
 
-function mb(rss: ResourceSample): { peakRssMb: number; startRssMb: number } {
-  return { peakRssMb: rss.peakBytes / 2 ** 20, startRssMb: rss.startBytes / 2 ** 20 };
+function mb(rss: ResourceSample): Pick<RunResult, "peakRssMb" | "startRssMb" | "atPeakMb"> {
+  const { heapTotal, heapUsed, external } = rss.atPeak;
+  const toMb = (bytes: number): number => Math.round((bytes / 2 ** 20) * 10) / 10;
+  return {
+    peakRssMb: rss.peakBytes / 2 ** 20,
+    startRssMb: rss.startBytes / 2 ** 20,
+    atPeakMb: { heapTotal: toMb(heapTotal), heapUsed: toMb(heapUsed), external: toMb(external), other: toMb(rss.peakBytes - heapTotal - external) },
+  };
 }

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
+import { startNodeFlags } from "./start-flags.ts";
 import type { LoadRequest, LoadResult } from "./webhook-load.ts";
 
 const BIN = fileURLToPath(new URL("../../src/bin.mjs", import.meta.url));
@@ -37,14 +38,14 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * `node src/bin.mjs serve` with the benchmark's database and webhook secret, in sandbox mode (no
+ * `node <npm start's flags> src/bin.mjs serve` with the benchmark's database and webhook secret, in sandbox mode (no
  * DOKKU_HOSTS: its own sandbox Dokku host, as after `npm start`); `cpuProfDir` adds --cpu-prof.
  * Resolves once /readyz answers 200.
  */
 export async function startDaemon(options: { databaseUrl: string; secret: string; dir: string; cpuProfDir?: string }): Promise<Endpoint> {
   const port = await freePort();
   const log = await open(join(options.dir, "daemon.log"), "a");
-  const nodeArgs = options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [];
+  const nodeArgs = [...startNodeFlags(), ...(options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [])];
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: options.databaseUrl, STRIPE_WEBHOOK_SECRET: options.secret, PORT: String(port), DATA_DIR: join(options.dir, "data"), LOG_LEVEL: "info" };
   const child = spawn(process.execPath, [...nodeArgs, BIN, "serve"], { env, stdio: ["ignore", log.fd, log.fd] });
   const stop = async (): Promise<void> => {
