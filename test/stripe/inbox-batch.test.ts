@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest"
 
 import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
+import { eventually } from "../e2e/harness.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
 
@@ -102,4 +103,38 @@ describe("inbox batches (payload mode)", () => {
       await db.sql.unsafe(`drop trigger poison on stripe_events; drop function inbox_test_poison();`);
     }
   });
+
+  test("a steady trickle of sign-ups is gathered into a pass per minPassIntervalMs, not a pass per event; a full pass is followed at once", async () => {
+    const { sim, subscriptions } = signups(20, "trickle");
+    const perCustomer = sim.events.length / 20;
+    const { registry, metrics } = newMetrics();
+    const inbox = new StripeInbox({ sql: db.sql, stripe: null, priceTiers: {}, metrics, logger: silentLogger, minPassIntervalMs: 200, customersPerPass: 5 });
+    const passes: number[] = [];
+    const pass = inbox.processPendingOnce.bind(inbox);
+    inbox.processPendingOnce = async () => {
+      const result = await pass();
+      passes.push(result.customers);
+      return result;
+    };
+    const stop = new AbortController();
+    const running = inbox.start(stop.signal);
+    try {
+      // One sign-up every 20 ms for 400 ms, the webhook's wake after each, as `serve` does.
+      for (let i = 0; i < 20; i++) {
+        await ingest(db.sql, sim.events.slice(i * perCustomer, (i + 1) * perCustomer));
+        inbox.wake();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await eventually("every sign-up applied", async () => (await counterValue(registry, { type: "customer.created", result: "processed" })) === 20, 15_000);
+    } finally {
+      stop.abort();
+      await running;
+    }
+    for (const sub of subscriptions) expect(await subscriptionRow(db.sql, sub)).toMatchObject({ status: "incomplete" });
+    const working = passes.filter((customers) => customers > 0);
+    // 400 ms of arrivals at one pass per 200 ms (plus the first, at once, and what a full pass lets through).
+    expect(working.length).toBeLessThanOrEqual(6);
+    expect(working.reduce((a, b) => a + b, 0)).toBe(20);
+  });
 });
+

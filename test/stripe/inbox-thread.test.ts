@@ -3,9 +3,11 @@
  * its counters and gauges reach the daemon's registry, a wake is never lost while the thread is
  * busy, and `stop` ends the thread.
  */
+import { readdirSync, readFileSync } from "node:fs";
+
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
-import { idleAwareWake, startInboxThread } from "../../src/sources/stripe/inbox-thread.ts";
+import { idleAwareWake, INBOX_THREAD_NICE, startInboxThread } from "../../src/sources/stripe/inbox-thread.ts";
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { eventually } from "../e2e/harness.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -39,7 +41,31 @@ describe("idleAwareWake", () => {
   });
 });
 
+/** The nice value of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
+function threadNiceValues(): number[] {
+  return readdirSync("/proc/self/task").map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+  });
+}
+
 describe("startInboxThread", () => {
+  test.runIf(process.platform === "linux")("runs below the daemon's priority: one thread at the inbox's nice value while it runs, none after", async () => {
+    const { metrics } = newMetrics();
+    const before = threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length;
+    const thread = startInboxThread(
+      { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
+      { metrics, logger: silentLogger, onFatal: () => undefined },
+    );
+    try {
+      await eventually("the inbox thread at nice 10", async () => threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length === before + 1, 10_000);
+      expect(threadNiceValues().filter((nice) => nice === 0).length).toBeGreaterThan(0); // this, the caller's thread, is not lowered
+    } finally {
+      await thread.stop();
+    }
+    await eventually("no thread left at nice 10", async () => threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length === before, 10_000);
+  });
+
   test("applies events stored while it runs, forwards its metrics, and stops", async () => {
     const { registry, metrics } = newMetrics();
     const fatal: string[] = [];

@@ -4,6 +4,8 @@
  * sent to the daemon every `METRICS_FLUSH_MS`, and a logger that sends its records there. Runs
  * until the daemon sends `stop`, then flushes, closes its pool and ends.
  */
+import { readlinkSync } from "node:fs";
+import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
 import { Registry } from "prom-client";
@@ -11,11 +13,27 @@ import { Registry } from "prom-client";
 import { connect } from "../../state/db.ts";
 import { StripeInbox } from "./inbox.ts";
 import type { InboxThreadCommand, InboxThreadConfig, InboxThreadMessage } from "./inbox-thread.ts";
-import { METRICS_FLUSH_MS } from "./inbox-thread.ts";
+import { INBOX_THREAD_NICE, METRICS_FLUSH_MS } from "./inbox-thread.ts";
 import { createStripeMetrics, type StripeMetrics } from "./metrics.ts";
 import { createStripeClient } from "./sources.ts";
 import type { StripeLogger } from "./webhook.ts";
 
+/**
+ * This thread yields the CPU to the daemon's request thread: Linux keeps a nice value per thread
+ * (setpriority on the thread's id, from /proc/thread-self), so when both want a core, answering
+ * webhooks comes first and applying the backlog takes what is left (the backlog may lag by
+ * seconds; an answer may not). Best effort: without /proc (not Linux) the thread keeps the
+ * daemon's priority.
+ */
+function yieldToRequests(): void {
+  try {
+    setPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()), INBOX_THREAD_NICE);
+  } catch {
+    // Not Linux, or the priority cannot be changed here: run at the daemon's.
+  }
+}
+
+yieldToRequests();
 const port = parentPort!;
 const config = workerData as InboxThreadConfig;
 const send = (message: InboxThreadMessage): void => port.postMessage(message);

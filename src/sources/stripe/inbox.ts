@@ -52,6 +52,13 @@ export interface StripeInboxOptions {
   readonly customersPerTransaction?: number;
   readonly eventsPerCustomer?: number;
   readonly pollIntervalMs?: number;
+  /**
+   * After a pass that handled events but fewer customers than `customersPerPass`, the next pass
+   * starts this long after it started (a full pass is followed at once). Events that arrive
+   * meanwhile share one pass's statements instead of a pass each: under a steady stream of
+   * webhooks the worker then spends far fewer statements, and CPU, per event (default 100 ms).
+   */
+  readonly minPassIntervalMs?: number;
   readonly backoff?: { readonly minMs: number; readonly maxMs: number };
   readonly deferMs?: number;
   readonly maxWaitMs?: number;
@@ -67,6 +74,7 @@ export const INBOX_DEFAULTS = {
   customersPerTransaction: 25,
   eventsPerCustomer: 200,
   pollIntervalMs: 1000,
+  minPassIntervalMs: 100,
   backoff: { minMs: 1000, maxMs: 300_000 },
   deferMs: 60_000,
   maxWaitMs: 3 * 24 * 3600 * 1000,
@@ -108,13 +116,15 @@ export class StripeInbox {
   /** Runs until `signal` aborts; resolves after the current pass. */
   async start(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      let events = 0;
+      const started = performance.now();
+      let pass: InboxPassResult | undefined;
       try {
-        events = (await this.processPendingOnce()).events;
+        pass = await this.processPendingOnce();
       } catch (thrown) {
         this.o.logger.error({ err: loggableError(thrown) }, "stripe inbox pass failed");
       }
-      if (events === 0) await this.idle(signal);
+      if (pass === undefined || pass.events === 0) await this.idle(signal);
+      else if (pass.customers < this.o.customersPerPass) await gather(started + this.o.minPassIntervalMs - performance.now(), signal);
     }
   }
 
@@ -273,3 +283,17 @@ export class StripeInbox {
 
 type Recorder = (event: PendingEvent, result: StripeEventResult) => void;
 type Outcome = { readonly event: PendingEvent; readonly result: StripeEventResult };
+
+/** Waits `ms` (nothing when not positive), or until `signal` aborts. */
+function gather(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -102,7 +102,7 @@ function startInbox(deps: StripeSourcesDeps, stripe: StripeClient | null, signal
     return { wake: () => inbox.wake(), done: inbox.start(signal) };
   }
   const { onFatal, ...settings } = thread;
-const { apiKey, apiBase, priceTiers } = deps.config.stripe;
+  const { apiKey, apiBase, priceTiers } = deps.config.stripe;
   const started = startInboxThread({ ...settings, stripe: { apiKey, apiBase, priceTiers } }, { metrics, logger, onFatal });
   const done = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(started.stop()), { once: true }));
   return { wake: started.wake, done };
