@@ -4,6 +4,7 @@
  * busy, and `stop` ends the thread.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import { getPriority } from "node:os";
 
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
@@ -50,20 +51,23 @@ function threadNiceValues(): number[] {
 }
 
 describe("startInboxThread", () => {
-  test.runIf(process.platform === "linux")("runs below the daemon's priority: one thread at the inbox's nice value while it runs, none after", async () => {
+  // The thread's nice is the daemon's plus INBOX_THREAD_NICE (at most 19): testable where that moves it.
+  const base = getPriority();
+  test.runIf(process.platform === "linux" && base + INBOX_THREAD_NICE <= 19)("runs below the daemon's priority: one thread more at its nice value while it runs, none after", async () => {
+    const lowered = base + INBOX_THREAD_NICE;
     const { metrics } = newMetrics();
-    const before = threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length;
+    const before = threadNiceValues().filter((nice) => nice === lowered).length;
     const thread = startInboxThread(
       { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
       { metrics, logger: silentLogger, onFatal: () => undefined },
     );
     try {
-      await eventually("the inbox thread at nice 10", async () => threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length === before + 1, 10_000);
-      expect(threadNiceValues().filter((nice) => nice === 0).length).toBeGreaterThan(0); // this, the caller's thread, is not lowered
+      await eventually("the inbox thread at the lowered priority", async () => threadNiceValues().filter((nice) => nice === lowered).length === before + 1, 10_000);
+      expect(getPriority()).toBe(base); // this, the caller's thread, is not lowered
     } finally {
       await thread.stop();
     }
-    await eventually("no thread left at nice 10", async () => threadNiceValues().filter((nice) => nice === INBOX_THREAD_NICE).length === before, 10_000);
+    await eventually("the lowered thread gone", async () => threadNiceValues().filter((nice) => nice === lowered).length === before, 10_000);
   });
 
   test("applies events stored while it runs, forwards its metrics, and stops", async () => {

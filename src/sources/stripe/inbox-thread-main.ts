@@ -5,7 +5,7 @@
  * until the daemon sends `stop`, then flushes, closes its pool and ends.
  */
 import { readlinkSync } from "node:fs";
-import { setPriority } from "node:os";
+import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
 import { Registry } from "prom-client";
@@ -25,9 +25,12 @@ import type { StripeLogger } from "./webhook.ts";
  * seconds; an answer may not). Best effort: without /proc (not Linux) the thread keeps the
  * daemon's priority.
  */
+const MAX_NICE = 19;
+
 function yieldToRequests(): void {
   try {
-    setPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()), INBOX_THREAD_NICE);
+    const thread = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    setPriority(thread, Math.min(MAX_NICE, getPriority(thread) + INBOX_THREAD_NICE));
   } catch {
     // Not Linux, or the priority cannot be changed here: run at the daemon's.
   }

@@ -11,7 +11,7 @@
  * when it starts waiting), so a busy worker costs the webhook no message per event; a wake that
  * crosses the thread's "idle" is sent when that arrives. A thread that dies is
  * fatal (`onFatal`): the daemon exits 1 so its supervisor restarts it, rather than run on without
- * applying events. On Linux the thread runs at nice `INBOX_THREAD_NICE`, below the request thread.
+ * applying events. On Linux the thread runs `INBOX_THREAD_NICE` nice steps below the request thread.
  */
 import { Worker } from "node:worker_threads";
 
@@ -47,7 +47,7 @@ export interface InboxGauges {
 export type InboxThreadCommand = { readonly kind: "wake" } | { readonly kind: "stop" };
 
 export const METRICS_FLUSH_MS = 500;
-/** The thread's nice value on Linux (inbox-thread-main.ts): it yields the CPU to the webhook's thread. */
+/** On Linux the thread's nice value is this much above the daemon's (inbox-thread-main.ts): it yields the CPU to the webhook's thread. */
 export const INBOX_THREAD_NICE = 10;
 /** How long a stopping thread may take to finish its pass before it is terminated. */
 const STOP_MS = 15_000;
