@@ -4,6 +4,7 @@
  * elsewhere skipped) and what it must add (a batch failing as a whole is retried customer by
  * customer, and nothing is counted for a transaction that rolled back).
  */
+import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 
 import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
@@ -79,7 +80,7 @@ describe("inbox batches (payload mode)", () => {
     }
   });
 
-  test("a batch that fails outside its savepoints is retried customer by customer: only the failing customer waits, nothing is counted twice", async () => {
+  test("a batch that fails outside any event is retried customer by customer: only the failing customer waits, nothing is counted twice", async () => {
     const { sim, customers } = signups(8, "poison");
     await ingest(db.sql, sim.events);
     const poisoned = customers[5]!;
@@ -101,6 +102,48 @@ describe("inbox batches (payload mode)", () => {
       for (const customer of customers.filter((c) => c !== poisoned)) expect(await pendingOf(customer)).toBe(0);
     } finally {
       await db.sql.unsafe(`drop trigger poison on stripe_events; drop function inbox_test_poison();`);
+    }
+  });
+
+  test("events apply without a savepoint each; one that fails rolls its batch back, and the retry, a savepoint per event, fails only it", async () => {
+    const { sim, customers, subscriptions } = signups(8, "savepoints");
+    await ingest(db.sql, sim.events);
+    const statements: string[] = [];
+    const watched = postgres(db.url, { max: 4, onnotice: () => {}, debug: (_connection, query) => void statements.push(query.trim().toLowerCase()) });
+    const poisoned = subscriptions[3]!;
+    // Applying this subscription fails inside its event, as a constraint or a trigger can.
+    await db.sql.unsafe(`
+      create function inbox_test_poison_sub() returns trigger language plpgsql as $$
+      begin raise exception 'poisoned subscription'; end $$;
+      create trigger poison_sub before insert on subscriptions for each row
+        when (new.stripe_subscription_id = '${poisoned}') execute function inbox_test_poison_sub();`);
+    try {
+      const { registry, metrics } = newMetrics();
+      const inbox = new StripeInbox({ sql: watched, stripe: null, priceTiers: {}, metrics, logger: silentLogger, concurrency: 1 });
+      const pass = await inbox.processPendingOnce();
+      expect(pass.counts).toEqual({ processed: 39, failed: 1 });
+      expect(await counterValue(registry, { type: "customer.subscription.created", result: "failed" })).toBe(1);
+      for (const sub of subscriptions.filter((s) => s !== poisoned)) expect(await subscriptionRow(db.sql, sub)).toMatchObject({ status: "incomplete" });
+      expect(await subscriptionRow(db.sql, poisoned)).toBeUndefined();
+      // Its customer's other events applied; only the failed event waits for its retry, one attempt counted.
+      expect(await pendingOf(customers[3]!)).toBe(1);
+      const waiting = await db.sql<{ type: string; attempts: number; last_error: string }[]>`
+        select type, attempts, last_error from stripe_events where customer_id = ${customers[3]!} and status = 'pending'`;
+      expect(waiting).toEqual([{ type: "customer.subscription.created", attempts: 1, last_error: "postgres error P0001" }]);
+      for (const customer of customers.filter((c) => c !== customers[3])) expect(await pendingOf(customer)).toBe(0);
+      // One batch of 8 customers without savepoints (rolled back), then 8 isolated retries with them.
+      const savepoints = statements.filter((q) => q.startsWith("savepoint"));
+      expect(savepoints.length).toBe(16); // a customer and a subscription event per customer
+      expect(statements.filter((q) => q === "begin").length).toBe(9);
+
+      statements.length = 0;
+      const clean = signups(8, "clean");
+      await ingest(db.sql, clean.sim.events);
+      expect((await inbox.processPendingOnce()).counts).toEqual({ processed: 40 });
+      expect(statements.filter((q) => q.startsWith("savepoint"))).toEqual([]);
+    } finally {
+      await watched.end();
+      await db.sql.unsafe(`drop trigger poison_sub on subscriptions; drop function inbox_test_poison_sub();`);
     }
   });
 

@@ -8,9 +8,10 @@
  * `pg_try_advisory_xact_lock('stripe_customer:<id>')` for each of its customers, so one customer
  * is never worked on twice at once, even across replicas; a customer's events are handled in
  * arrival order (`received_at`, then id). A batch costs five statements (begin, locks, events,
- * mark processed, commit) whatever its size, instead of five per customer. If a batch fails
- * outside its events' savepoints, its customers are retried one per transaction at once, so one
- * customer's failure never holds up the others.
+ * mark processed, commit) whatever its size, instead of five per customer, and its events are
+ * applied without savepoints. If anything in a batch fails, its customers are retried one per
+ * transaction at once with a savepoint per event, so one event's failure never holds up the
+ * other events or customers.
  *
  * Outcomes per event: processed; deferred (payload mode, subscription of a customer not known
  * yet: parked for `deferMs` without counting an attempt, woken as soon as the customer event is
@@ -163,19 +164,25 @@ export class StripeInbox {
   }
 
   /**
-   * One batch in one transaction; the outcomes are counted once it has committed. A batch of
-   * several that fails is retried one customer per transaction (a lone failure is thrown).
+   * One batch in one transaction; the outcomes are counted once it has committed.
+   *
+   * The first attempt applies payloads without a savepoint per event (two statements fewer per
+   * event, about a third of the batch's statements): the common case, where every event applies,
+   * pays nothing for isolation. If anything fails, the transaction rolls back whole and each of
+   * its customers is retried in a transaction of its own, `isolated`: each event in a savepoint,
+   * so a failing event is recorded as failed and the others of its customer still apply. A
+   * failure of an isolated attempt is thrown.
    */
-  private async processBatch(customers: string[], counts: Partial<Record<StripeEventResult, number>>): Promise<number> {
+  private async processBatch(customers: string[], counts: Partial<Record<StripeEventResult, number>>, isolated = false): Promise<number> {
     let outcomes: Outcome[];
     try {
-      outcomes = await this.o.sql.begin((tx) => this.processLocked(tx, customers));
+      outcomes = await this.o.sql.begin((tx) => this.processLocked(tx, customers, isolated));
     } catch (thrown) {
-      if (customers.length === 1) throw thrown;
-      this.o.logger.warn({ customers: customers.length, err: loggableError(thrown) }, "stripe inbox batch failed: retrying its customers one by one");
+      if (isolated) throw thrown;
+      this.o.logger.debug({ customers: customers.length, err: loggableError(thrown) }, "stripe inbox batch failed: retrying each customer with a savepoint per event");
       let handled = 0;
       for (const customer of customers) {
-        handled += await this.processBatch([customer], counts).catch((alone: unknown) => {
+        handled += await this.processBatch([customer], counts, true).catch((alone: unknown) => {
           this.o.logger.error({ customer, err: loggableError(alone) }, "stripe inbox: a customer's transaction failed; its events stay pending");
           return 0;
         });
@@ -190,7 +197,7 @@ export class StripeInbox {
   }
 
   /** Locks the customers it can and handles their due events; marks the processed ones together at the end. */
-  private async processLocked(tx: TransactionSql, customers: string[]): Promise<Outcome[]> {
+  private async processLocked(tx: TransactionSql, customers: string[], isolated: boolean): Promise<Outcome[]> {
     const locked = await lockCustomers(tx, customers);
     const named = locked.filter((c) => c !== "");
     const now = this.o.now();
@@ -205,6 +212,7 @@ export class StripeInbox {
     for (const customer of locked) {
       const due = events.get(customer) ?? [];
       if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, due, record);
+      else if (isolated) await this.processPayloadsIsolated(tx, due, record);
       else await this.processPayloads(tx, due, record);
     }
     await markProcessed(tx, processed);
@@ -224,8 +232,21 @@ export class StripeInbox {
     }
   }
 
-  /** Each event in a savepoint of its own. */
+  /** Every event applied in the transaction itself: the first failure aborts it (processBatch retries isolated). */
   private async processPayloads(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
+    for (const event of events) {
+      const outcome = await applyEventPayload(tx, event, this.o.priceTiers);
+      if (outcome.kind === "deferred") {
+        await this.defer(tx, event, outcome.detail, record);
+        continue;
+      }
+      record(event, "processed");
+      this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
+    }
+  }
+
+  /** Each event in a savepoint of its own: a failing event is recorded as failed, the others apply. */
+  private async processPayloadsIsolated(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
     for (const event of events) {
       try {
         const outcome = payloadHasState(event.type) ? await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers)) : await applyEventPayload(tx, event, this.o.priceTiers);
