@@ -17,6 +17,7 @@ import type { Sql } from "postgres";
 import { Histogram, type Registry } from "prom-client";
 
 import { coerceError } from "../errors.ts";
+import { pause } from "../pause.ts";
 import {
   aggregate,
   type AggregateHealth,
@@ -200,7 +201,7 @@ export class HealthProber {
         }
       }
       const wakeAt = Math.min(refreshAt, ...[...schedule.values()].map((e) => e.dueAt));
-      await sleep(wakeAt - this.o.now().getTime(), signal);
+      await pause(wakeAt - this.o.now().getTime(), signal);
     }
     await Promise.allSettled([...running]);
   }
@@ -315,18 +316,4 @@ function probeHistogram(registry: Registry): Histogram<"component"> {
   });
   for (const component of COMPONENTS) histogram.zero({ component });
   return histogram;
-}
-
-/** Resolves after `ms` or as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, Math.max(0, ms));
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -12,6 +12,7 @@
 import type { Sql } from "postgres";
 
 import { coerceError } from "../../errors.ts";
+import { pause } from "../../pause.ts";
 import { type Db, insertStripeEvent, newestEventCreated } from "../../state/stripe-events.ts";
 import { applyCustomerState, fetchCustomerState, type StripeClient } from "./apply.ts";
 import { eventTypeLabel, inboxRow, type PriceTierMap, stripeEventSchema } from "./map.ts";
@@ -116,7 +117,7 @@ export async function runCatchup(o: StripeCatchupOptions, signal: AbortSignal): 
       // A failed sweep is retried at the next interval, not a day later (stripe/sync-engine#300).
       nextSweep = Date.now() + (done ? sweepIntervalMs : intervalMs);
     }
-    await sleep(intervalMs * (0.75 + Math.random() / 2), signal);
+    await pause(intervalMs * (0.75 + Math.random() / 2), signal);
   }
 }
 
@@ -127,16 +128,4 @@ async function guarded<T>(logger: StripeLogger, message: string, fn: () => Promi
     logger.warn({ err: coerceError(thrown) }, message);
     return undefined;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -23,6 +23,7 @@ import pLimit from "p-limit";
 import type { Sql, TransactionSql } from "postgres";
 
 import { coerceError, loggableError } from "../../errors.ts";
+import { pause } from "../../pause.ts";
 import {
   deferEvent,
   dueCustomers,
@@ -125,7 +126,7 @@ export class StripeInbox {
         this.o.logger.error({ err: loggableError(thrown) }, "stripe inbox pass failed");
       }
       if (pass === undefined || pass.events === 0) await this.idle(signal);
-      else if (pass.customers < this.o.customersPerPass) await gather(started + this.o.minPassIntervalMs - performance.now(), signal);
+      else if (pass.customers < this.o.customersPerPass) await pause(started + this.o.minPassIntervalMs - performance.now(), signal);
     }
   }
 
@@ -304,17 +305,3 @@ export class StripeInbox {
 
 type Recorder = (event: PendingEvent, result: StripeEventResult) => void;
 type Outcome = { readonly event: PendingEvent; readonly result: StripeEventResult };
-
-/** Waits `ms` (nothing when not positive), or until `signal` aborts. */
-function gather(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
