@@ -19,11 +19,12 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../src/config.ts";
 import { createApiKey } from "../src/state/api-keys.ts";
 import { seed } from "../src/state/db.ts";
+import { runInChildProcess } from "./lib/child-process.ts";
 import type { HttpLoadRequest } from "./lib/http-load.ts";
 import type { LoadResult } from "./lib/open-loop.ts";
 import { round } from "./lib/open-loop.ts";
 import { openBenchPostgres } from "./lib/pg.ts";
-import { runInChildProcess, startDaemon } from "./lib/webhook-processes.ts";
+import { startDaemon } from "./lib/webhook-processes.ts";
 
 const LOAD = fileURLToPath(new URL("./lib/http-load.ts", import.meta.url));
 const ENTERPRISE_ACCOUNT = "a0000000-0000-4000-8000-000000000004";
@@ -98,7 +99,11 @@ async function measure(origin: string, keys: readonly string[], options: Options
 }
 
 function load(request: HttpLoadRequest): Promise<LoadResult> {
-  return runInChildProcess<HttpLoadRequest, LoadResult>(LOAD, request, request.seconds * 1000 + LOAD_SLACK_MS, `the load generator did not finish ${request.rate}/s for ${request.seconds} s`);
+  return runInChildProcess<HttpLoadRequest, LoadResult>(LOAD, request, {
+    limitMs: request.seconds * 1000 + LOAD_SLACK_MS,
+    timeoutMessage: `the load generator did not finish ${request.rate}/s for ${request.seconds} s`,
+    label: "load generator",
+  });
 }
 
 const latency = (r: LoadResult): Latency => ({ achieved: r.achieved, p50Ms: r.p50Ms, p99Ms: r.p99Ms, maxMs: r.maxMs, errors: r.errors });

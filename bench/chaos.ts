@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 
 import { generateEd25519KeyPair } from "../src/drivers/dokku/keys.ts";
 import { seededRandom } from "../src/drivers/dokku/sandbox/faults.ts";
+import { SANDBOX_MAX_COMMAND_BYTES } from "../src/drivers/dokku/sandbox/index.ts";
 import { TerminalError } from "../src/errors.ts";
 import { hostNameOf } from "../src/runtime/hosts.ts";
 import { openDatabase } from "../src/state/db.ts";
@@ -33,7 +34,6 @@ import { type SandboxProcess, startSandboxProcess } from "./lib/sandbox-process.
 const SECRET = "whsec_chaossoak";
 const SETTLE_MS = 10 * 60_000;
 const MAX_LIVE = 12;
-const SANDBOX_MAX_COMMAND_BYTES = 34_000;
 
 interface Options {
   readonly minutes: number;

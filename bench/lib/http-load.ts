@@ -6,7 +6,8 @@
  */
 import { Pool } from "undici";
 
-import { type LoadResult, openLoop, serveOverIpc } from "./open-loop.ts";
+import { serveOverIpc } from "./child-process.ts";
+import { type LoadResult, openLoop } from "./open-loop.ts";
 
 export interface HttpLoadRequest {
   readonly url: string;

@@ -46,14 +46,3 @@ export async function openLoop(rate: number, seconds: number, send: (i: number) 
 }
 
 export const round = (v: number): number => Math.round(v * 100) / 100;
-
-/** Serves one request over IPC when this module runs as a forked load generator. */
-export function serveOverIpc<Request>(run: (request: Request) => Promise<LoadResult>): void {
-  if (!process.send) return;
-  process.once("message", (request: Request) => {
-    void run(request).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (error: unknown) => process.send?.({ error: String(error) }, () => process.exit(1)),
-    );
-  });
-}

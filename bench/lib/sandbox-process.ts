@@ -5,6 +5,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
+import { within } from "./child-process.ts";
 import type { ChildApp, ChildRequest, ChildStats } from "./sandbox-child.ts";
 
 /** Compiled (compiled.ts) next to a compiled parent, else through tsx. */
@@ -90,10 +91,4 @@ function requester(child: ChildProcess): (request: Request) => Promise<unknown> 
     child.send({ ...request, id });
     return within(REQUEST_MS, `sandbox process did not answer ${request.op}`, answer);
   };
-}
-
-function within<T>(ms: number, message: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms)));
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

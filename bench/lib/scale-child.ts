@@ -1,8 +1,9 @@
 /**
  * The scale benchmark's measured process (started by scale-process.ts, compiled to JavaScript):
- * receives one `ScaleRequest`, runs it, sends back `{ result }` or `{ error }` and exits. It stops
- * early, cleaning up its sandbox hosts, when the parent asks (SIGTERM) or goes away.
+ * runs the one `ScaleRequest` it receives and answers with its result (child-process.ts). Asked to
+ * stop (SIGTERM) or left by its parent, it aborts the run, which cleans up its sandbox hosts.
  */
+import { serveOverIpc } from "./child-process.ts";
 import { type RunOptions, type RunResult, runScaleHere } from "./scale-run.ts";
 
 export interface ScaleRequest {
@@ -10,22 +11,4 @@ export interface ScaleRequest {
   readonly options: Omit<RunOptions, "signal">;
 }
 
-export type ScaleReply = { readonly result: RunResult } | { readonly error: string };
-
-const stop = new AbortController();
-const abort = (): void => stop.abort(new Error("interrupted"));
-process.once("SIGTERM", abort);
-process.once("SIGINT", abort);
-process.once("disconnect", abort);
-
-process.once("message", (request: ScaleRequest) => {
-  void runScaleHere(request.databaseUrl, { ...request.options, signal: stop.signal }).then(
-    (result) => reply({ result }),
-    (error: unknown) => reply({ error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
-  );
-});
-
-function reply(message: ScaleReply): void {
-  if (!process.connected) return void (process.exitCode = 1);
-  process.send!(message, () => process.disconnect());
-}
+serveOverIpc<ScaleRequest, RunResult>((request, signal) => runScaleHere(request.databaseUrl, { ...request.options, signal }));

@@ -5,13 +5,14 @@
  * no tsx in the process. The sandbox hosts run in processes of their own again
  * (sandbox-process.ts), compiled as well.
  */
-import { fork } from "node:child_process";
-
+import { runInChildProcess } from "./child-process.ts";
 import { compileForBench } from "./compiled.ts";
 import type { BenchPostgres } from "./pg.ts";
-import type { ScaleReply, ScaleRequest } from "./scale-child.ts";
+import type { ScaleRequest } from "./scale-child.ts";
 import type { RunOptions, RunResult } from "./scale-run.ts";
 import { startNodeFlags } from "./start-flags.ts";
+
+const SETUP_AND_STEADY_MS = 10 * 60_000;
 
 let compiled: Promise<string> | undefined;
 
@@ -23,26 +24,11 @@ export async function runScale(pg: BenchPostgres, options: RunOptions, cpuProfDi
   try {
     const { signal, ...rest } = options;
     const execArgv = [...startNodeFlags(), ...(cpuProfDir ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir] : [])];
-    return await inChild(entry, execArgv, { databaseUrl: db.url, options: rest }, signal);
+    const label = `bench scale (${options.mode})`;
+    // Converging is bounded by timeoutMs; starting the hosts and the steady pass take far less.
+    const limitMs = 2 * options.timeoutMs + SETUP_AND_STEADY_MS;
+    return await runInChildProcess<ScaleRequest, RunResult>(entry, { databaseUrl: db.url, options: rest }, { execArgv, signal, label, limitMs, timeoutMessage: `${label} did not finish` });
   } finally {
     await db.drop();
   }
-}
-
-function inChild(entry: string, execArgv: string[], request: ScaleRequest, signal: AbortSignal): Promise<RunResult> {
-  const child = fork(entry, [], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const onAbort = (): void => void child.kill("SIGTERM");
-  signal.addEventListener("abort", onAbort, { once: true });
-  return new Promise<RunResult>((resolve, reject) => {
-    let reply: ScaleReply | undefined;
-    child.on("message", (message: ScaleReply) => (reply = message));
-    child.once("error", reject);
-    child.once("exit", (code, exitSignal) => {
-      signal.removeEventListener("abort", onAbort);
-      if (reply && "result" in reply) return resolve(reply.result);
-      if (reply) return reject(new Error(`bench scale (${request.options.mode}): ${reply.error}`));
-      reject(new Error(`bench scale (${request.options.mode}): the measured process ended (${exitSignal ?? `exit ${code}`}) without a result`));
-    });
-    child.send(request);
-  });
 }

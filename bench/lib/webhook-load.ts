@@ -12,7 +12,8 @@ import Stripe from "stripe";
 import { Pool } from "undici";
 
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
-import { type LoadResult, openLoop, serveOverIpc } from "./open-loop.ts";
+import { serveOverIpc } from "./child-process.ts";
+import { type LoadResult, openLoop } from "./open-loop.ts";
 
 export interface LoadRequest {
   readonly url: string;

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
+import { runInChildProcess, stopChild, within } from "./child-process.ts";
 import { startNodeFlags } from "./start-flags.ts";
 import type { LoadRequest, LoadResult } from "./webhook-load.ts";
 
@@ -19,7 +20,6 @@ const BASELINE = fileURLToPath(new URL("./webhook-baseline.ts", import.meta.url)
 const LOAD = fileURLToPath(new URL("./webhook-load.ts", import.meta.url));
 const READY_MS = 90_000;
 const BASELINE_START_MS = 30_000;
-const STOP_MS = 30_000;
 /** A load phase may overrun its duration by this much (start-up, the last answers). */
 const LOAD_SLACK_MS = 60_000;
 
@@ -89,41 +89,9 @@ export async function startBaseline(options: { databaseUrl: string; secret: stri
 
 /** One open-loop phase from a fresh generator process. */
 export async function runLoadProcess(request: LoadRequest): Promise<LoadResult> {
-  return runInChildProcess<LoadRequest, LoadResult>(LOAD, request, request.seconds * 1000 + LOAD_SLACK_MS, `the load generator did not finish ${request.rate}/s for ${request.seconds} s`);
-}
-
-/**
- * Forks `module` (a load generator: it takes one request over IPC and answers `{result}` or
- * `{error}`), sends it `request` and waits at most `limitMs` for the answer.
- */
-export async function runInChildProcess<Request, Result>(module: string, request: Request, limitMs: number, timeoutMessage: string): Promise<Result> {
-  const child = fork(module, [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
-  const answer = new Promise<Result>((resolve, reject) => {
-    child.once("message", (message: { result?: Result; error?: string }) => (message.result ? resolve(message.result) : reject(new Error(`load generator: ${message.error}`))));
-    child.once("exit", (code) => reject(new Error(`the load generator exited with ${code} before it reported`)));
+  return runInChildProcess<LoadRequest, LoadResult>(LOAD, request, {
+    limitMs: request.seconds * 1000 + LOAD_SLACK_MS,
+    timeoutMessage: `the load generator did not finish ${request.rate}/s for ${request.seconds} s`,
+    label: "load generator",
   });
-  child.send(request as never);
-  try {
-    return await within(limitMs, timeoutMessage, answer);
-  } finally {
-    await stopChild(child, "SIGKILL");
-  }
-}
-
-/** Ends a child (a signal, or "disconnect" for an IPC child that exits on it) and waits for it, SIGKILL after STOP_MS. */
-async function stopChild(child: ChildProcess, how: NodeJS.Signals | "disconnect"): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  if (how === "disconnect") child.disconnect();
-  else child.kill(how);
-  await within(STOP_MS, "child did not exit", exited).catch(() => {
-    child.kill("SIGKILL");
-    return exited;
-  });
-}
-
-function within<T>(ms: number, message: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms)));
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
