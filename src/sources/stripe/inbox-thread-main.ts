@@ -18,6 +18,8 @@ import { createStripeMetrics, type StripeMetrics } from "./metrics.ts";
 import { createStripeClient } from "./sources.ts";
 import type { StripeLogger } from "./webhook.ts";
 
+const MAX_NICE = 19;
+
 /**
  * This thread yields the CPU to the daemon's request thread: Linux keeps a nice value per thread
  * (setpriority on the thread's id, from /proc/thread-self), so when both want a core, answering
@@ -25,8 +27,6 @@ import type { StripeLogger } from "./webhook.ts";
  * seconds; an answer may not). Best effort: without /proc (not Linux) the thread keeps the
  * daemon's priority.
  */
-const MAX_NICE = 19;
-
 function yieldToRequests(): void {
   try {
     const thread = Number(readlinkSync("/proc/thread-self").split("/").pop());

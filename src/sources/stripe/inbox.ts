@@ -213,8 +213,7 @@ export class StripeInbox {
     for (const customer of locked) {
       const due = events.get(customer) ?? [];
       if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, due, record);
-      else if (isolated) await this.processPayloadsIsolated(tx, due, record);
-      else await this.processPayloads(tx, due, record);
+      else await this.processPayloads(tx, due, record, isolated);
     }
     await markProcessed(tx, processed);
     return outcomes;
@@ -233,24 +232,16 @@ export class StripeInbox {
     }
   }
 
-  /** Every event applied in the transaction itself: the first failure aborts it (processBatch retries isolated). */
-  private async processPayloads(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
-    for (const event of events) {
-      const outcome = await applyEventPayload(tx, event, this.o.priceTiers);
-      if (outcome.kind === "deferred") {
-        await this.defer(tx, event, outcome.detail, record);
-        continue;
-      }
-      record(event, "processed");
-      this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
-    }
-  }
-
-  /** Each event in a savepoint of its own: a failing event is recorded as failed, the others apply. */
-  private async processPayloadsIsolated(tx: TransactionSql, events: PendingEvent[], record: Recorder): Promise<void> {
+  /**
+   * Applies the events in order. `isolated`: each event with state in a savepoint of its own, so a
+   * failing event is recorded as failed and the others apply. Otherwise in the transaction itself,
+   * where the first failure is thrown and aborts it (processBatch then retries isolated).
+   */
+  private async processPayloads(tx: TransactionSql, events: PendingEvent[], record: Recorder, isolated: boolean): Promise<void> {
     for (const event of events) {
       try {
-        const outcome = payloadHasState(event.type) ? await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers)) : await applyEventPayload(tx, event, this.o.priceTiers);
+        const outcome =
+          isolated && payloadHasState(event.type) ? await tx.savepoint((sp) => applyEventPayload(sp, event, this.o.priceTiers)) : await applyEventPayload(tx, event, this.o.priceTiers);
         if (outcome.kind === "deferred") {
           await this.defer(tx, event, outcome.detail, record);
           continue;
@@ -258,6 +249,7 @@ export class StripeInbox {
         record(event, "processed");
         this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
       } catch (thrown) {
+        if (!isolated) throw thrown;
         await this.fail(tx, event, coerceError(thrown), record);
       }
     }
