@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
-import { setTimeout as sleep } from "node:timers/promises";
 
 import { Gauge, type Registry } from "prom-client";
 
 import { coerceError } from "../errors.ts";
+import { pause } from "../pause.ts";
 import type { LoggerLike } from "./controller.ts";
 import type { LeaseState, LeaseStore } from "./types.ts";
 
@@ -307,11 +307,6 @@ function leaderGauge(options: LeaderElectorOptions): Gauge<"name"> {
     labelNames: ["name"] as const,
     registers: [registry],
   });
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
-async function pause(ms: number, signal: AbortSignal): Promise<void> {
-  await sleep(ms, undefined, { signal }).catch(() => undefined);
 }
 
 /** Settles like `promise`, or rejects after `ms` / when `signal` aborts (the call is abandoned). */

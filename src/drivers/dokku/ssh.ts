@@ -13,6 +13,8 @@
  * - While the host is known not to answer, commands fail at once with `HostDown` (a retryable,
  *   host-down SshError), one trial command at a time going through (host-breaker.ts).
  */
+import { setTimeout as delay } from "node:timers/promises";
+
 import ssh2, { type Client as SshClient, type ClientChannel, type ConnectConfig } from "ssh2";
 
 // ssh2 is CommonJS: under plain Node ESM only its default export is available.
@@ -102,10 +104,6 @@ interface Connection {
   readonly ready: Promise<void>;
   active: number;
   dead: boolean;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /** Rejects with the signal's reason when it aborts. */
@@ -218,7 +216,7 @@ export class SshPool implements CommandRunner {
     const connection: Connection = { client, active: 0, dead: false, ready: Promise.resolve() };
     let keyError: Error | undefined;
     const ready = (async (): Promise<void> => {
-      if (attempt > 0) await sleep(backoffDelay(attempt));
+      if (attempt > 0) await delay(backoffDelay(attempt), undefined, { ref: false });
       await new Promise<void>((resolve, reject) => {
         // Small request/response packets: Nagle plus delayed ACKs would add ~40 ms per command.
         client.once("ready", () => {
