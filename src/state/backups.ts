@@ -13,8 +13,8 @@
 import type { Sql, TransactionSql } from "postgres";
 
 import type { BackupRecord, BackupType, Component, Tier } from "../reconciler/types.ts";
+import type { Db } from "./sql.ts";
 
-type Db = Sql | TransactionSql;
 
 export interface BackupRow {
   readonly id: string;

@@ -10,7 +10,7 @@
  * writes no audit row (only `stripe_synced_at`).
  */
 import type { SubscriptionStatus, Tier } from "../reconciler/types.ts";
-import type { Db } from "./stripe-events.ts";
+import type { Db } from "./sql.ts";
 
 /** What `subscriptions` should hold for one Stripe subscription. */
 export interface SubscriptionSnapshot {

@@ -9,11 +9,11 @@
  *   without recovery"); `markRecovered` resets it. Failures in a row are counted only after
  *   `last_restart_at`: probes from before a restart describe the previous process.
  */
-import type { JSONValue, Sql, TransactionSql } from "postgres";
+import type { JSONValue, Sql } from "postgres";
 
 import { type AggregateHealth, type Component, COMPONENTS } from "../reconciler/types.ts";
+import type { Db } from "./sql.ts";
 
-export type Db = Sql | TransactionSql;
 
 /** Uptime covers this many days of rounds (health_checks are pruned after 30 days). */
 export const UPTIME_WINDOW_DAYS = 30;

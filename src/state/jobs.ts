@@ -5,6 +5,7 @@
 import type { Sql, TransactionSql } from "postgres";
 
 import { sweepApiState } from "./api-limits.ts";
+import type { Db } from "./sql.ts";
 
 export type JobName = "reset_daily_usage" | "cleanup_expired_data" | "auto_pause_inactive_instances" | "calculate_storage_usage" | "sweep_api_state";
 
@@ -42,7 +43,7 @@ export async function recordJobError(sql: Sql, name: JobName, error: string): Pr
  * Claims the period starting at `periodStart` for job `name`: true for exactly one caller per
  * period across replicas. Jobs whose work is not SQL (backup verification) claim it on its own.
  */
-export async function claimPeriod(sql: Sql | TransactionSql, name: string, periodStart: Date): Promise<boolean> {
+export async function claimPeriod(sql: Db, name: string, periodStart: Date): Promise<boolean> {
   const claimed = await sql`
     insert into public.scheduled_jobs (name, last_period_start, last_run_at)
     values (${name}, ${periodStart}, now())

@@ -14,11 +14,11 @@
  * The `instance_operations` trigger (migrations/0003) refuses journal writes whose epoch is not
  * the `reconciler` row's current epoch (SQLSTATE MR001).
  */
-import type { Sql, TransactionSql } from "postgres";
+import type { Sql } from "postgres";
 
 import type { LeaseState, LeaseStore } from "../reconciler/types.ts";
+import type { Db } from "./sql.ts";
 
-export type Db = Sql | TransactionSql;
 
 /** SQLSTATE raised by the journal fence when a write carries a stale epoch. */
 export const STALE_EPOCH_SQLSTATE = "MR001";

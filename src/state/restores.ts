@@ -2,11 +2,11 @@
  * Restore bookkeeping in `instance_restores` (migration 0009). SQL only. A restore is requested by
  * inserting a row (the CLI, later the API); the leader's pass of the target instance works it.
  */
-import type { Sql, TransactionSql } from "postgres";
+import type { Sql } from "postgres";
 
 import type { Component, RestoreRequest } from "../reconciler/types.ts";
+import type { Db } from "./sql.ts";
 
-type Db = Sql | TransactionSql;
 
 export interface RestoreRow extends RestoreRequest {
   readonly instanceId: string;

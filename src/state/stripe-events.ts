@@ -8,9 +8,10 @@
  *   pending ──failed─────► pending (attempts+1, next_attempt_at = backoff)  or  dead (after N attempts)
  *   (insert of a type the controller does not handle) ► ignored
  */
-import type { Sql, TransactionSql } from "postgres";
+import type { TransactionSql } from "postgres";
 
-export type Db = Sql | TransactionSql;
+import type { Db } from "./sql.ts";
+
 
 export type StripeEventStatus = "pending" | "processed" | "failed" | "dead" | "ignored";
 

@@ -8,6 +8,7 @@ import { Registry } from "prom-client";
 import { inboxRow, stripeEventSchema } from "../../src/sources/stripe/map.ts";
 import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe/metrics.ts";
 import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe/webhook.ts";
+import type { Db } from "../../src/state/sql.ts";
 import { insertStripeEvent } from "../../src/state/stripe-events.ts";
 
 export const SECRET = "whsec_test_current";
@@ -52,7 +53,7 @@ export async function counterValue(registry: Registry, labels: Record<string, st
 }
 
 /** Stores events as the webhook would (same insert, same keys), without HTTP. Returns how many were new. */
-export async function ingest(sql: Sql, events: readonly Record<string, unknown>[]): Promise<number> {
+export async function ingest(sql: Db, events: readonly Record<string, unknown>[]): Promise<number> {
   let inserted = 0;
   for (const raw of events) {
     const event = stripeEventSchema.parse(raw);

@@ -13,7 +13,8 @@
 import type Stripe from "stripe";
 
 import { type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
-import { type Db, type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
+import type { Db } from "../../state/sql.ts";
+import { type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
 import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
 import { applySubscription } from "./subscriptions.ts";
 

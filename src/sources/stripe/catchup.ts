@@ -13,7 +13,8 @@ import type { Sql } from "postgres";
 
 import { coerceError } from "../../errors.ts";
 import { pause } from "../../pause.ts";
-import { type Db, insertStripeEvent, newestEventCreated } from "../../state/stripe-events.ts";
+import type { Db } from "../../state/sql.ts";
+import { insertStripeEvent, newestEventCreated } from "../../state/stripe-events.ts";
 import { applyCustomerState, fetchCustomerState, type StripeClient } from "./apply.ts";
 import { eventTypeLabel, inboxRow, type PriceTierMap, stripeEventSchema } from "./map.ts";
 import type { StripeMetrics } from "./metrics.ts";

@@ -5,7 +5,8 @@
  * src/state/billing.ts; the decisions are here, in the source that owns them.
  */
 import { auditBilling, type BillingSource, ensureInstance, insertSubscription, type LockedSubscription, lockSubscription, sourceDetails, type SubscriptionSnapshot, updateSubscription } from "../../state/billing.ts";
-import { type Db, sameSecondSubscriptionEvents } from "../../state/stripe-events.ts";
+import type { Db } from "../../state/sql.ts";
+import { sameSecondSubscriptionEvents } from "../../state/stripe-events.ts";
 import { billingChanges, type OrderingDecision, orderingDecision, storedRank } from "./map.ts";
 
 export type SubscriptionApplyResult =

@@ -24,7 +24,8 @@ import Stripe from "stripe";
 
 import { loggableError, sqlState } from "../../errors.ts";
 import { isDatabaseTimeout, withDeadline } from "../../state/deadline.ts";
-import { type Db, insertStripeEvent } from "../../state/stripe-events.ts";
+import type { Db } from "../../state/sql.ts";
+import { insertStripeEvent } from "../../state/stripe-events.ts";
 import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./map.ts";
 import type { StripeMetrics } from "./metrics.ts";
 import { unstorableReason } from "./storable.ts";
