@@ -43,6 +43,29 @@ export async function insertStripeEvent(sql: Db, event: NewStripeEvent): Promise
   return rows.length === 1;
 }
 
+/**
+ * Inserts many events in one statement, one transaction: the ids returned are those that were
+ * new; a duplicate (already stored, or twice in `events`) is not among them. If any row cannot be
+ * stored (a data exception), none is. Every column goes in as text and is cast in SQL, so the
+ * statement's text, and its prepared plan, is the same whatever the number of rows.
+ */
+export async function insertStripeEvents(sql: Db, events: readonly NewStripeEvent[]): Promise<Set<string>> {
+  if (events.length === 0) return new Set();
+  const column = <T>(pick: (event: NewStripeEvent) => T): T[] => events.map(pick);
+  const rows = await sql<{ id: string }[]>`
+    insert into stripe_events (id, type, api_version, livemode, object_id, customer_id, created, payload, status, processed_at)
+    select e.id, e.type, e.api_version, e.livemode::boolean, e.object_id, e.customer_id, e.created::timestamptz, e.payload::jsonb,
+           e.status::public.stripe_event_status, case when e.status = 'ignored' then now() end
+    from unnest(${column((e) => e.id)}::text[], ${column((e) => e.type)}::text[], ${column((e) => e.apiVersion)}::text[],
+                ${column((e) => (e.livemode === null ? null : String(e.livemode)))}::text[], ${column((e) => e.objectId)}::text[],
+                ${column((e) => e.customerId)}::text[], ${column((e) => e.created.toISOString())}::text[],
+                ${column((e) => e.payloadJson)}::text[], ${column((e) => e.status)}::text[])
+      as e(id, type, api_version, livemode, object_id, customer_id, created, payload, status)
+    on conflict (id) do nothing
+    returning id`;
+  return new Set(rows.map((row) => row.id));
+}
+
 export interface PendingEvent {
   readonly id: string;
   readonly type: string;

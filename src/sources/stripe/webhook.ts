@@ -1,6 +1,7 @@
 /**
  * `POST /webhooks/stripe`: verify, store in the inbox, answer. Nothing else runs on the request
- * path (the inbox worker, src/sources/stripe/inbox.ts, does the work later).
+ * path (the inbox worker, src/sources/stripe/inbox.ts, does the work later). Events are stored
+ * with those of concurrent requests in one INSERT when the database is busy (event-writer.ts).
  *
  * Answers
  * - 200 `{"received":true}` once the event is durably in `stripe_events`, also for a duplicate id
@@ -23,9 +24,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import Stripe from "stripe";
 
 import { loggableError, sqlState } from "../../errors.ts";
-import { isDatabaseTimeout, withDeadline } from "../../state/deadline.ts";
+import { isDatabaseTimeout } from "../../state/deadline.ts";
 import type { Db } from "../../state/sql.ts";
-import { insertStripeEvent } from "../../state/stripe-events.ts";
+import { isNeverStorable, StripeEventWriter } from "./event-writer.ts";
 import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./map.ts";
 import type { StripeMetrics } from "./metrics.ts";
 import { unstorableReason } from "./storable.ts";
@@ -58,8 +59,6 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 const RETRY_AFTER_SECONDS = 10;
 /** Stripe's default signature tolerance, applied to timestamps in the past and in the future. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
-/** SQLSTATE classes an insert fails with only because of the data: retrying can never help. */
-const NEVER_STORABLE_CLASSES = ["22", "54"]; // data exception, program limit exceeded
 
 type Answer = { readonly code: number; readonly body: Record<string, unknown>; readonly close?: boolean; readonly retryAfter?: number };
 
@@ -69,11 +68,12 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const now = deps.now ?? (() => new Date());
   const requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const writer = new StripeEventWriter({ sql: deps.sql, timeoutMs: requestTimeoutMs });
   return async (req, res) => {
     const started = process.hrtime.bigint();
     let answer: Answer;
     try {
-      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now, requestTimeoutMs });
+      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now, writer });
     } catch {
       answer = { code: 400, body: { error: "request body could not be read" }, close: true };
     }
@@ -90,7 +90,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   };
 }
 
-type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date; requestTimeoutMs: number };
+type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date; writer: StripeEventWriter };
 
 async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<Answer> {
   const { metrics } = deps;
@@ -157,7 +157,7 @@ async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDep
   const type = eventTypeLabel(event.type);
   const ignored = classifyEventType(event.type) === "ignored";
   try {
-    const inserted = await withDeadline(deps.requestTimeoutMs, "storing a Stripe event", () => insertStripeEvent(deps.sql, inboxRow(event, body.toString("utf8"))));
+    const inserted = await deps.writer.store(inboxRow(event, body.toString("utf8")));
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();
@@ -168,8 +168,8 @@ async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDep
       deps.logger.error({ err: thrown, eventId: event.id, type: event.type }, "stripe event not stored: the database did not answer in time; answering 503 so Stripe retries");
       return { code: 503, body: { error: "database unavailable, retry later" }, retryAfter: RETRY_AFTER_SECONDS };
     }
-    const code = sqlState(thrown);
-    if (code !== undefined && NEVER_STORABLE_CLASSES.includes(code.slice(0, 2))) {
+    if (isNeverStorable(thrown)) {
+      const code = sqlState(thrown);
       deps.metrics.events.inc({ type, result: "invalid_body" });
       deps.logger.warn({ eventId: event.id, type: event.type, code }, "stripe event refused: Postgres can never store it");
       return { code: 400, body: { error: `event can never be stored: Postgres refused it (SQLSTATE ${code})` } };
