@@ -210,13 +210,31 @@ export class StripeInbox {
       outcomes.push({ event, result });
       if (result === "processed") processed.push(event.id);
     };
-    for (const customer of locked) {
-      const due = events.get(customer) ?? [];
-      if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, due, record);
-      else await this.processPayloads(tx, due, record, isolated);
+    if (this.o.stripe === null && !isolated) await this.processCustomersPipelined(tx, locked, events, record);
+    else {
+      for (const customer of locked) {
+        const due = events.get(customer) ?? [];
+        if (this.o.stripe !== null && customer !== "") await this.processWithApi(tx, this.o.stripe, customer, due, record);
+        else await this.processPayloads(tx, due, record, isolated);
+      }
     }
     await markProcessed(tx, processed);
     return outcomes;
+  }
+
+  /**
+   * Payload mode, first attempt: the customers' events are applied side by side on the
+   * transaction's one connection, each customer's in order. postgres.js sends the statements
+   * issued in the same turn in one write and Postgres runs them in that order, so a batch of N
+   * customers costs about as many round trips as one customer (their rows are distinct; where
+   * they are not, e.g. two customers with one email, the statement fails and the batch is
+   * retried isolated, one customer after the other). Every customer's chain has ended before
+   * this returns, so no statement is sent after the transaction ends.
+   */
+  private async processCustomersPipelined(tx: TransactionSql, customers: readonly string[], events: ReadonlyMap<string, PendingEvent[]>, record: Recorder): Promise<void> {
+    const settled = await Promise.allSettled(customers.map((customer) => this.processPayloads(tx, events.get(customer) ?? [], record, false)));
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   /** One re-read covers every pending event of the customer (a debounce). */
