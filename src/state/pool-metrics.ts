@@ -1,6 +1,7 @@
 /**
  * Database pool metrics, read at scrape time: connections of this process by state (from
- * pg_stat_activity, matched by this process's application_name), the pool size, and reachability.
+ * pg_stat_activity, matched by this process's application_name, alone or followed by `:` and a
+ * suffix, as the inbox thread's sessions are named), the pool size, and reachability.
  */
 import type { Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
@@ -25,7 +26,7 @@ export function registerPoolMetrics(registry: Registry, sql: Sql, applicationNam
       "pool metrics",
       () => sql<StateCount[]>`
         select state, count(*)::int as count from pg_stat_activity
-        where application_name = ${applicationName} group by state`,
+        where application_name = ${applicationName} or starts_with(application_name, ${`${applicationName}:`}) group by state`,
     )
       .then((rows) => [...rows], () => undefined)
       .finally(() => (inFlight = undefined)));

@@ -50,6 +50,12 @@ function threadNiceValues(): number[] {
   });
 }
 
+/** The nice value of a process (field 19 of /proc/<pid>/stat). */
+function processNice(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+}
+
 describe("startInboxThread", () => {
   // The thread's nice is the daemon's plus INBOX_THREAD_NICE (at most 19): testable where that moves it.
   const base = getPriority();
@@ -58,12 +64,22 @@ describe("startInboxThread", () => {
     const { metrics } = newMetrics();
     const before = threadNiceValues().filter((nice) => nice === lowered).length;
     const thread = startInboxThread(
-      { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
+      { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false, localServer: true },
       { metrics, logger: silentLogger, onFatal: () => undefined },
     );
     try {
       await eventually("the inbox thread at the lowered priority", async () => threadNiceValues().filter((nice) => nice === lowered).length === before + 1, 10_000);
       expect(getPriority()).toBe(base); // this, the caller's thread, is not lowered
+      // On this machine's server, the thread's own sessions run lowered too; another session does not.
+      const control = (await db.sql<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
+      await eventually(
+        "the thread's Postgres sessions at a lower priority than another session",
+        async () => {
+          const sessions = await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'inbox-thread-nice-test:inbox'`;
+          return sessions.length > 0 && sessions.every(({ pid }) => processNice(pid) === processNice(control) + INBOX_THREAD_NICE);
+        },
+        10_000,
+      );
     } finally {
       await thread.stop();
     }
@@ -74,7 +90,7 @@ describe("startInboxThread", () => {
     const { registry, metrics } = newMetrics();
     const fatal: string[] = [];
     const thread = startInboxThread(
-      { databaseUrl: db.url, applicationName: "inbox-thread-test", poolMax: 2, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
+      { databaseUrl: db.url, applicationName: "inbox-thread-test", poolMax: 2, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false, localServer: false },
       { metrics, logger: silentLogger, onFatal: (reason) => fatal.push(reason) },
     );
     try {
@@ -84,11 +100,13 @@ describe("startInboxThread", () => {
       thread.wake();
       await eventually("the subscription applied by the thread", async () => (await subscriptionRow(db.sql, sub))?.status === "active", 30_000);
       await eventually("its counters on the daemon's registry", async () => (await counterValue(registry, { type: "customer.subscription.created", result: "processed" })) === 1, 10_000);
+      const [open] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = 'inbox-thread-test:inbox'`;
+      expect(open!.n).toBeGreaterThan(0);
     } finally {
       await thread.stop();
     }
     expect(fatal).toEqual([]);
-    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = 'inbox-thread-test'`;
+    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = 'inbox-thread-test:inbox'`;
     expect(left!.n).toBe(0);
   }, 60_000);
 });

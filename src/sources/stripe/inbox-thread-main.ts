@@ -8,6 +8,7 @@ import { readlinkSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
+import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
 import { connect } from "../../state/db.ts";
@@ -76,8 +77,38 @@ function metricsFlusher(metrics: StripeMetrics): () => Promise<void> {
   };
 }
 
+/** The application_name of this thread's sessions: the daemon's, so pool metrics and operators see them as its. */
+const SESSION_SUFFIX = ":inbox";
+/** How often new sessions of the pool are looked for (one small query on pg_stat_activity). */
+const SESSION_PRIORITY_INTERVAL_MS = 1_000;
+
+/**
+ * Applying events costs Postgres more CPU than the thread itself: on the embedded server (the same
+ * machine), the backends serving this thread's sessions run at the thread's nice value as well,
+ * so a webhook's insert is not queued behind the backlog's work. Sessions are found by their
+ * application_name after each pass (the pool opens and recycles them); best effort, as for the
+ * thread: a priority that cannot be changed is left as it is.
+ */
+function sessionPrioritizer(sql: Sql, applicationName: string): () => Promise<void> {
+  let seen = new Set<number>();
+  return async () => {
+    const rows = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${applicationName}`;
+    const current = new Set(rows.map((row) => row.pid));
+    for (const pid of current) {
+      if (seen.has(pid)) continue;
+      try {
+        setPriority(pid, Math.min(MAX_NICE, getPriority(pid) + INBOX_THREAD_NICE));
+      } catch {
+        // Another user's process, or gone already.
+      }
+    }
+    seen = current;
+  };
+}
+
 async function run(): Promise<void> {
-  const sql = connect(config.databaseUrl, { max: config.poolMax, applicationName: config.applicationName, statementTimeoutMs: config.statementTimeoutMs });
+  const applicationName = `${config.applicationName}${SESSION_SUFFIX}`;
+  const sql = connect(config.databaseUrl, { max: config.poolMax, applicationName, statementTimeoutMs: config.statementTimeoutMs });
   const metrics = createStripeMetrics(new Registry());
   const inbox = new StripeInbox({ sql, stripe: createStripeClient(config.stripe), priceTiers: config.stripe.priceTiers, metrics, logger, concurrency: config.poolMax, onIdle: () => send({ kind: "idle" }) });
   const stopping = new AbortController();
@@ -87,10 +118,13 @@ async function run(): Promise<void> {
   });
   const flush = metricsFlusher(metrics);
   const flushing = setInterval(() => void flush(), METRICS_FLUSH_MS);
+  const prioritize = config.localServer ? sessionPrioritizer(sql, applicationName) : null;
+  const prioritizing = prioritize && setInterval(() => void prioritize().catch(() => {}), SESSION_PRIORITY_INTERVAL_MS);
   try {
     await inbox.start(stopping.signal);
   } finally {
     clearInterval(flushing);
+    if (prioritizing) clearInterval(prioritizing);
     await flush();
     await sql.end({ timeout: 5 });
   }
