@@ -125,7 +125,7 @@ export async function startDaemon(config: Config, logger: Logger, options: Daemo
       stopController.abort();
       await controllerDone;
     });
-    const inboxThread = { databaseUrl: db.url, applicationName, poolMax: INBOX_POOL_MAX, statementTimeoutMs: config.dbStatementTimeoutMs, debug: logger.isLevelEnabled("debug"), localServer: db.embedded, onFatal: declareFatal };
+    const inboxThread = { databaseUrl: db.url, applicationName, poolMax: INBOX_POOL_MAX, statementTimeoutMs: config.dbStatementTimeoutMs, debug: logger.isLevelEnabled("debug"), onFatal: declareFatal };
     const stripe = await startStripe({ sql: db.sql, webhookSql, inboxThread }, config, logger, registry, sandboxMode);
     stops.push(stripe.stop);
     const api = await startApi({ sql: db.sql, config, logger, registry, backupStore, masterKey: keys.masterKey });

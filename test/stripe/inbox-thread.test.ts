@@ -64,7 +64,7 @@ describe("startInboxThread", () => {
     const { metrics } = newMetrics();
     const before = threadNiceValues().filter((nice) => nice === lowered).length;
     const thread = startInboxThread(
-      { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false, localServer: true },
+      { databaseUrl: db.url, applicationName: "inbox-thread-nice-test", poolMax: 1, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
       { metrics, logger: silentLogger, onFatal: () => undefined },
     );
     try {
@@ -90,7 +90,7 @@ describe("startInboxThread", () => {
     const { registry, metrics } = newMetrics();
     const fatal: string[] = [];
     const thread = startInboxThread(
-      { databaseUrl: db.url, applicationName: "inbox-thread-test", poolMax: 2, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false, localServer: false },
+      { databaseUrl: db.url, applicationName: "inbox-thread-test", poolMax: 2, statementTimeoutMs: 30_000, stripe: { apiKey: undefined, apiBase: undefined, priceTiers: {} }, debug: false },
       { metrics, logger: silentLogger, onFatal: (reason) => fatal.push(reason) },
     );
     try {

@@ -4,7 +4,7 @@
  * sent to the daemon every `METRICS_FLUSH_MS`, and a logger that sends its records there. Runs
  * until the daemon sends `stop`, then flushes, closes its pool and ends.
  */
-import { readlinkSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
@@ -81,29 +81,48 @@ function metricsFlusher(metrics: StripeMetrics): () => Promise<void> {
 const SESSION_SUFFIX = ":inbox";
 /** How often new sessions of the pool are looked for (one small query on pg_stat_activity). */
 const SESSION_PRIORITY_INTERVAL_MS = 1_000;
+/** Looks that found this thread's sessions but none on this machine, before it stops looking. */
+const REMOTE_CHECKS = 3;
 
 /**
- * Applying events costs Postgres more CPU than the thread itself: on the embedded server (the same
- * machine), the backends serving this thread's sessions run at the thread's nice value as well,
- * so a webhook's insert is not queued behind the backlog's work. Sessions are found by their
- * application_name after each pass (the pool opens and recycles them); best effort, as for the
- * thread: a priority that cannot be changed is left as it is.
+ * Applying events costs Postgres more CPU than the thread itself: when the server runs on this
+ * machine (the embedded one, or any local Postgres), the backends serving this thread's sessions
+ * run at the thread's nice value as well, so a webhook's insert is not queued behind the
+ * backlog's work. Sessions are found by application_name (the pool opens and recycles them);
+ * a pid is reniced only when /proc shows it is the Postgres backend of that very session (its
+ * client port in the process title), so a server elsewhere, or in another pid namespace, is
+ * never touched. After `REMOTE_CHECKS` looks that found sessions but none here, it stops looking.
+ * Best effort, as for the thread.
  */
 function sessionPrioritizer(sql: Sql, applicationName: string): () => Promise<void> {
   let seen = new Set<number>();
+  let remoteChecks = 0;
   return async () => {
-    const rows = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${applicationName}`;
-    const current = new Set(rows.map((row) => row.pid));
-    for (const pid of current) {
+    if (remoteChecks >= REMOTE_CHECKS) return;
+    const sessions = await sql<{ pid: number; port: number | null }[]>`
+      select pid, client_port as port from pg_stat_activity where application_name = ${applicationName}`;
+    const local = sessions.filter(({ pid, port }) => port !== null && isLocalBackend(pid, port));
+    if (sessions.length > 0 && local.length === 0) remoteChecks += 1;
+    for (const { pid } of local) {
       if (seen.has(pid)) continue;
       try {
         setPriority(pid, Math.min(MAX_NICE, getPriority(pid) + INBOX_THREAD_NICE));
       } catch {
-        // Another user's process, or gone already.
+        // Another user's process: left as it is.
       }
     }
-    seen = current;
+    seen = new Set(local.map(({ pid }) => pid));
   };
+}
+
+/** Whether `pid` here is a Postgres backend serving the client on `port` ("postgres: user db host(port) ..."). */
+function isLocalBackend(pid: number, port: number): boolean {
+  try {
+    const title = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return title.startsWith("postgres: ") && title.includes(`(${port})`);
+  } catch {
+    return false;
+  }
 }
 
 async function run(): Promise<void> {
@@ -118,7 +137,7 @@ async function run(): Promise<void> {
   });
   const flush = metricsFlusher(metrics);
   const flushing = setInterval(() => void flush(), METRICS_FLUSH_MS);
-  const prioritize = config.localServer ? sessionPrioritizer(sql, applicationName) : null;
+  const prioritize = process.platform === "linux" ? sessionPrioritizer(sql, applicationName) : null;
   const prioritizing = prioritize && setInterval(() => void prioritize().catch(() => {}), SESSION_PRIORITY_INTERVAL_MS);
   try {
     await inbox.start(stopping.signal);

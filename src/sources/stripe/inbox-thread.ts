@@ -28,11 +28,6 @@ export interface InboxThreadConfig {
   readonly stripe: { readonly apiKey: string | undefined; readonly apiBase: string | undefined; readonly priceTiers: PriceTierMap };
   /** Whether `debug` records are wanted (they are not sent across otherwise: one per event). */
   readonly debug: boolean;
-  /**
-   * The database is the embedded server on this machine: the thread's own Postgres sessions are
-   * then run at its priority too (inbox-thread-main.ts), not only the thread.
-   */
-  readonly localServer: boolean;
 }
 
 /** Thread → daemon. */
