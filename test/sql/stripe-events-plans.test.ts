@@ -1,0 +1,55 @@
+/**
+ * The inbox's per-customer statements read the customer's pending events and nothing else, even
+ * before autovacuum has analyzed a table that a burst has just filled (migration 0016). Without a
+ * partial index on (customer_id, ...) where status = 'pending', Postgres with no statistics
+ * combined the customer index with the whole pending index: every wake of a customer read the
+ * entire backlog, so the inbox slowed as the backlog grew, and the backlog grew faster.
+ */
+import { afterAll, beforeAll, expect, test } from "vitest";
+
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  // A burst's backlog: 20,000 pending events of 4,000 customers, never analyzed.
+  await db.sql`
+    insert into stripe_events (id, type, customer_id, created, payload, status, received_at)
+    select 'evt_' || n, 'invoice.created', 'cus_' || (n / 5), now(), '{}'::jsonb, 'pending', now() - (n || ' ms')::interval
+    from generate_series(1, 20000) as n`;
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+/** The plan Postgres uses for a prepared statement once it settles on a generic one. */
+async function genericPlan(statement: string, argument: string): Promise<string> {
+  return db.sql.begin(async (tx) => {
+    await tx.unsafe("set local plan_cache_mode = force_generic_plan");
+    await tx.unsafe(`prepare probe as ${statement}`);
+    const rows = await tx.unsafe<{ "QUERY PLAN": string }[]>(`explain (analyze, buffers off) execute probe(${argument})`);
+    await tx.unsafe("deallocate probe");
+    return rows.map((row) => row["QUERY PLAN"]).join("\n");
+  });
+}
+
+const readsPendingOfOneCustomer = (plan: string): void => {
+  expect(plan).toMatch(/stripe_events_pending_customer_idx/);
+  expect(plan).not.toMatch(/stripe_events_pending_idx|Seq Scan/);
+};
+
+test("waking a customer (wakeCustomer) reads only that customer's pending events", async () => {
+  const plan = await genericPlan("update stripe_events set next_attempt_at = received_at where status = 'pending' and customer_id = $1 and next_attempt_at > received_at", "'cus_1500'");
+  readsPendingOfOneCustomer(plan);
+});
+
+test("locking customers' due events (lockDueEventsOf) reads only theirs", async () => {
+  const plan = await genericPlan(
+    `select e.id from unnest($1::text[]) with ordinality as c(customer, n)
+     cross join lateral (select id, received_at from stripe_events where status = 'pending' and customer_id = c.customer
+                         and next_attempt_at <= now() order by received_at, id limit 200 for update skip locked) as e`,
+    "array['cus_1500', 'cus_2500']",
+  );
+  readsPendingOfOneCustomer(plan);
+});
