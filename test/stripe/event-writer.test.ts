@@ -5,26 +5,19 @@
  * row sent after it.
  */
 import postgres from "postgres";
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 
 import { isNeverStorable, StripeEventWriter } from "../../src/sources/stripe/event-writer.ts";
 import { inboxRow, stripeEventSchema } from "../../src/sources/stripe/map.ts";
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { DatabaseTimeoutError } from "../../src/state/deadline.ts";
 import type { NewStripeEvent } from "../../src/state/stripe-events.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import type { TestDatabase } from "../helpers/db.ts";
+import { inboxDatabasePerFile } from "./helpers.ts";
+
 
 let db: TestDatabase;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await db.sql`delete from stripe_events`;
-});
+inboxDatabasePerFile((created) => (db = created));
 
 /** `n` distinct customer.created events as the webhook stores them. */
 function rows(n: number): NewStripeEvent[] {

@@ -4,12 +4,14 @@ import type { AddressInfo } from "node:net";
 
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
+import { afterAll, beforeAll, beforeEach } from "vitest";
 
 import { inboxRow, stripeEventSchema } from "../../src/sources/stripe/map.ts";
 import { createStripeMetrics, type StripeMetrics } from "../../src/sources/stripe/metrics.ts";
 import { createStripeWebhookHandler, type StripeLogger, type StripeWebhookDeps } from "../../src/sources/stripe/webhook.ts";
 import type { Db } from "../../src/state/sql.ts";
 import { insertStripeEvent } from "../../src/state/stripe-events.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 
 export const SECRET = "whsec_test_current";
 export const OLD_SECRET = "whsec_test_previous";
@@ -82,4 +84,22 @@ export async function subscriptionRow(sql: Sql, stripeSubscriptionId: string): P
            current_period_start, current_period_end, past_due_since, max_agents
     from subscriptions where stripe_subscription_id = ${stripeSubscriptionId}`;
   return rows[0];
+}
+
+/**
+ * A database of its own for the calling test file, handed to `use` once created, its inbox emptied
+ * before each test, dropped after the file. Call at the file's top level.
+ */
+export function inboxDatabasePerFile(use: (db: TestDatabase) => void): void {
+  let db: TestDatabase | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    use(db);
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+  beforeEach(async () => {
+    await db!.sql`delete from stripe_events`;
+  });
 }

@@ -5,25 +5,17 @@
  * customer, and nothing is counted for a transaction that rolled back).
  */
 import postgres from "postgres";
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 
 import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { eventually } from "../e2e/harness.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
-import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
+import type { TestDatabase } from "../helpers/db.ts";
+import { counterValue, inboxDatabasePerFile,ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
+
 
 let db: TestDatabase;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await db.sql`delete from stripe_events`;
-});
+inboxDatabasePerFile((created) => (db = created));
 
 /** `n` sign-ups whose first payment fails: customer, subscription and three invoice events each. */
 function signups(n: number, prefix: string): { sim: StripeSim; customers: string[]; subscriptions: string[] } {

@@ -1,25 +1,18 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { beforeEach, describe, expect, test } from "vitest";
 
 import { StripeInbox, type StripeInboxOptions } from "../../src/sources/stripe/inbox.ts";
 import { eventObject, priceObject, subscriptionObject } from "../../src/sources/stripe/objects.ts";
 import { inboxSummary } from "../../src/state/stripe-events.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
-import { counterValue, ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
+import type { TestDatabase } from "../helpers/db.ts";
+import { counterValue, inboxDatabasePerFile,ingest, newMetrics, silentLogger, subscriptionRow } from "./helpers.ts";
 
-let db: TestDatabase;
 let fake: FakeStripe;
 let clock: FakeClock;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
+let db: TestDatabase;
+inboxDatabasePerFile((created) => (db = created));
 beforeEach(async () => {
-  // Each test starts with an empty inbox: leftovers of another test's fake would only 404 here.
-  await db.sql`delete from stripe_events`;
   clock = new FakeClock();
   fake = await startFakeStripe({ clock });
   return () => fake.close();

@@ -3,24 +3,18 @@
  * checks out twice has one account holding the subscriptions of both customers, each with its
  * instance; nothing is dead-lettered. Linking by email still needs a confirmed email (issue 14).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { beforeEach, describe, expect, test } from "vitest";
 
 import { StripeInbox } from "../../src/sources/stripe/inbox.ts";
 import { FakeClock, type FakeStripe, startFakeStripe } from "../fake-stripe/index.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
-import { ingest, newMetrics, silentLogger } from "./helpers.ts";
+import type { TestDatabase } from "../helpers/db.ts";
+import { inboxDatabasePerFile,ingest, newMetrics, silentLogger } from "./helpers.ts";
 
-let db: TestDatabase;
 let fake: FakeStripe;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db?.drop();
-});
+let db: TestDatabase;
+inboxDatabasePerFile((created) => (db = created));
 beforeEach(async () => {
-  await db.sql`delete from stripe_events`;
   fake = await startFakeStripe({ clock: new FakeClock() });
   return () => fake.close();
 });
