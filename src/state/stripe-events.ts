@@ -12,7 +12,6 @@ import type { TransactionSql } from "postgres";
 
 import type { Db } from "./sql.ts";
 
-
 export type StripeEventStatus = "pending" | "processed" | "failed" | "dead" | "ignored";
 
 export interface NewStripeEvent {
@@ -29,25 +28,18 @@ export interface NewStripeEvent {
   readonly status: "pending" | "ignored";
 }
 
-/**
- * Inserts one event; true when it is new, false for a duplicate id. The payload goes in as text
- * (`::text::jsonb`): a string parameter typed jsonb would be stored as a JSON string scalar.
- */
+/** Inserts one event; true when it is new, false for a duplicate id. */
 export async function insertStripeEvent(sql: Db, event: NewStripeEvent): Promise<boolean> {
-  const rows = await sql<{ id: string }[]>`
-    insert into stripe_events (id, type, api_version, livemode, object_id, customer_id, created, payload, status, processed_at)
-    values (${event.id}, ${event.type}, ${event.apiVersion}, ${event.livemode}, ${event.objectId}, ${event.customerId}, ${event.created},
-            ${event.payloadJson}::text::jsonb, ${event.status}, ${event.status === "ignored" ? sql`now()` : null})
-    on conflict (id) do nothing
-    returning id`;
-  return rows.length === 1;
+  return (await insertStripeEvents(sql, [event])).has(event.id);
 }
 
 /**
  * Inserts many events in one statement, one transaction: the ids returned are those that were
  * new; a duplicate (already stored, or twice in `events`) is not among them. If any row cannot be
  * stored (a data exception), none is. Every column goes in as text and is cast in SQL, so the
- * statement's text, and its prepared plan, is the same whatever the number of rows.
+ * statement's text, and its prepared plan, is the same whatever the number of rows; the payload
+ * in particular goes in as text cast to jsonb (a string parameter typed jsonb would be stored as a
+ * JSON string scalar).
  */
 export async function insertStripeEvents(sql: Db, events: readonly NewStripeEvent[]): Promise<Set<string>> {
   if (events.length === 0) return new Set();
