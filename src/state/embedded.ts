@@ -122,6 +122,10 @@ async function readCredentials(root: string): Promise<Credentials> {
 export interface RunningServer {
   readonly pid: number;
   readonly port: number;
+  /** When the postmaster started (line 3, whole seconds), in ms. */
+  readonly startedAt: number;
+  /** Its own status (line 8): `starting`, `ready`, `stopping`, `standby`. */
+  readonly status: string;
 }
 
 /** Reads postmaster.pid; a server counts as running when its pid runs (alive and not a zombie). */
@@ -136,19 +140,17 @@ export async function runningServer(root: string): Promise<RunningServer | undef
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
   if (!Number.isInteger(pid) || !Number.isInteger(port) || port === 0 || !(await isRunning(pid))) return undefined;
-  return { pid, port };
+  return { pid, port, startedAt: Number(lines[2]) * 1000, status: lines[7]?.trim() ?? "" };
 }
 
 /**
- * Resolves once postmaster.pid names a running postmaster started at or after `since` (its start
- * time, line 3, in whole seconds) whose status (line 8) is `ready`; never resolves otherwise, and
- * stops looking when `signal` aborts.
+ * Resolves once postmaster.pid names a running postmaster started at or after `since` (to the
+ * second) whose status is `ready`; never resolves otherwise, and stops looking when `signal` aborts.
  */
 export async function readyInPidFile(root: string, since: number, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
-    const lines = await readFile(join(root, "pg", "postmaster.pid"), "utf8").then((text) => text.split("\n"), () => []);
-    const startedAt = Number(lines[2]) * 1000;
-    if (lines[7]?.trim() === "ready" && startedAt >= since - 1000 && (await isRunning(Number(lines[0])))) return;
+    const server = await runningServer(root);
+    if (server?.status === "ready" && server.startedAt >= since - 1000) return;
     await sleep(200, undefined, { signal }).catch(() => {});
   }
   await new Promise(() => {});
