@@ -42,19 +42,19 @@ describe("idleAwareWake", () => {
   });
 });
 
-/** The nice value of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
-function threadNiceValues(): number[] {
-  return readdirSync("/proc/self/task").map((tid) => {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
-  });
-}
-
-/** The nice value of a process (field 19 of /proc/<pid>/stat). */
-function processNice(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** The nice value in a /proc stat file (Linux: its field 19). */
+function niceIn(statPath: string): number {
+  const stat = readFileSync(statPath, "utf8");
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
 }
+
+/** The nice value of each thread of this process. */
+function threadNiceValues(): number[] {
+  return readdirSync("/proc/self/task").map((tid) => niceIn(`/proc/self/task/${tid}/stat`));
+}
+
+/** The nice value of a process. */
+const processNice = (pid: number): number => niceIn(`/proc/${pid}/stat`);
 
 describe("startInboxThread", () => {
   // The thread's nice is the daemon's plus INBOX_THREAD_NICE (at most 19): testable where that moves it.

@@ -30,11 +30,15 @@ const MAX_NICE = 19;
  */
 function yieldToRequests(): void {
   try {
-    const thread = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    setPriority(thread, Math.min(MAX_NICE, getPriority(thread) + INBOX_THREAD_NICE));
+    lowerPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()));
   } catch {
     // Not Linux, or the priority cannot be changed here: run at the daemon's.
   }
+}
+
+/** Moves a thread or process `INBOX_THREAD_NICE` nice steps down (at most to 19); throws when not permitted. */
+function lowerPriority(id: number): void {
+  setPriority(id, Math.min(MAX_NICE, getPriority(id) + INBOX_THREAD_NICE));
 }
 
 yieldToRequests();
@@ -106,7 +110,7 @@ function sessionPrioritizer(sql: Sql, applicationName: string): () => Promise<vo
     for (const { pid } of local) {
       if (seen.has(pid)) continue;
       try {
-        setPriority(pid, Math.min(MAX_NICE, getPriority(pid) + INBOX_THREAD_NICE));
+        lowerPriority(pid);
       } catch {
         // Another user's process: left as it is.
       }
