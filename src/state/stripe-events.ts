@@ -66,6 +66,7 @@ export interface PendingEvent {
   readonly created: Date;
   readonly receivedAt: Date;
   readonly attempts: number;
+  /** The event as received, or null when its type was not among the `payloadTypes` asked for. */
   readonly payload: unknown;
 }
 
@@ -102,13 +103,25 @@ const DUE_WINDOW = 2_000;
 // milliseconds ahead of the process's, and a worker with an injected clock may be ahead of both.
 
 /**
+ * What the worker reads of due events: every column, and the payload only of the types in
+ * `payloadTypes` (the kinds it applies from their payloads). The others' payloads (invoices,
+ * most of what Stripe sends) are neither sent nor parsed.
+ */
+export interface DueEventsQuery {
+  readonly now: Date;
+  readonly limit: number;
+  readonly payloadTypes: readonly string[];
+}
+
+/**
  * Locks and returns one customer's due pending events in arrival order (skips rows locked
  * elsewhere); "" is the events without a customer. `customer_id = $1` (not `coalesce(...)`), so
  * the lookup goes through the customer index whatever the backlog.
  */
-export async function lockDueEvents(sql: TransactionSql, customer: string, now: Date, limit: number): Promise<PendingEvent[]> {
+export async function lockDueEvents(sql: TransactionSql, customer: string, query: DueEventsQuery): Promise<PendingEvent[]> {
+  const { now, limit } = query;
   const rows = await sql<PendingRow[]>`
-    select id, type, object_id, customer_id, created, received_at, attempts, payload
+    select id, type, object_id, customer_id, created, received_at, attempts, ${payloadOf(sql, query.payloadTypes)}
     from stripe_events
     where status = 'pending' and ${customer === "" ? sql`customer_id is null` : sql`customer_id = ${customer}`}
       and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())
@@ -117,6 +130,9 @@ export async function lockDueEvents(sql: TransactionSql, customer: string, now: 
     for update skip locked`;
   return rows.map(pendingEvent);
 }
+
+/** The payload column, null for the types not asked for. */
+const payloadOf = (sql: TransactionSql, types: readonly string[]) => sql`case when type = any(${sql.array(types as string[])}::text[]) then payload end as payload`;
 
 type PendingRow = { id: string; type: string; object_id: string | null; customer_id: string | null; created: Date; received_at: Date; attempts: number; payload: unknown };
 
@@ -149,14 +165,15 @@ export async function lockCustomers(sql: TransactionSql, customers: readonly str
 
 /**
  * `lockDueEvents` for many customers in one statement (none of them ""): each customer's due
- * pending events in arrival order, at most `limit` per customer, locked (`skip locked`).
+ * pending events in arrival order, at most `query.limit` per customer, locked (`skip locked`).
  */
-export async function lockDueEventsOf(sql: TransactionSql, customers: readonly string[], now: Date, limit: number): Promise<Map<string, PendingEvent[]>> {
+export async function lockDueEventsOf(sql: TransactionSql, customers: readonly string[], query: DueEventsQuery): Promise<Map<string, PendingEvent[]>> {
+  const { now, limit } = query;
   const rows = await sql<PendingRow[]>`
     select e.id, e.type, e.object_id, e.customer_id, e.created, e.received_at, e.attempts, e.payload
     from unnest(${sql.array(customers as string[])}::text[]) with ordinality as c(customer, n)
     cross join lateral (
-      select id, type, object_id, customer_id, created, received_at, attempts, payload
+      select id, type, object_id, customer_id, created, received_at, attempts, ${payloadOf(sql, query.payloadTypes)}
       from stripe_events
       where status = 'pending' and customer_id = c.customer
         and next_attempt_at <= greatest(${now}::timestamptz, clock_timestamp())

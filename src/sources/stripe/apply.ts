@@ -15,7 +15,7 @@ import type Stripe from "stripe";
 import { type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
 import type { Db } from "../../state/sql.ts";
 import { type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
-import { classifyEventType, type CustomerSnapshot, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
+import { classifyEventType, type CustomerSnapshot, HANDLED_EVENT_TYPES, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
 import { applySubscription } from "./subscriptions.ts";
 
 /** The parts of the stripe-node client the controller uses (tests pass the real client, pointed at the fake). */
@@ -80,13 +80,16 @@ export function payloadHasState(type: string): boolean {
   return kind === "customer" || kind === "subscription";
 }
 
+/** The event types `applyEventPayload` reads the payload of: the worker loads no other payloads. */
+export const PAYLOAD_EVENT_TYPES: readonly string[] = HANDLED_EVENT_TYPES.filter(payloadHasState);
+
 /**
  * Applies one event's own object. `invoice.*` and `checkout.session.completed` change nothing in
  * this mode: a failed payment moves the subscription to `past_due` through the
  * `customer.subscription.updated` Stripe sends with it, never through the invoice event alone.
  */
 export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers: PriceTierMap): Promise<PayloadOutcome> {
-  const object = (event.payload as { data?: { object?: unknown } }).data?.object;
+  const object = (event.payload as { data?: { object?: unknown } } | null)?.data?.object;
   const source: BillingSource = { via: "webhook-payload", eventId: event.id };
   switch (classifyEventType(event.type)) {
     case "customer": {

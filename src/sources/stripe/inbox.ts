@@ -35,7 +35,7 @@ import {
   markProcessed,
   type PendingEvent,
 } from "../../state/stripe-events.ts";
-import { applyCustomerState, applyEventPayload, fetchCustomerState, payloadHasState, type StripeClient } from "./apply.ts";
+import { applyCustomerState, applyEventPayload, fetchCustomerState, PAYLOAD_EVENT_TYPES, payloadHasState, type StripeClient } from "./apply.ts";
 import { eventTypeLabel, type PriceTierMap } from "./map.ts";
 import type { StripeEventResult, StripeMetrics } from "./metrics.ts";
 import type { StripeLogger } from "./webhook.ts";
@@ -201,9 +201,9 @@ export class StripeInbox {
   private async processLocked(tx: TransactionSql, customers: string[], isolated: boolean): Promise<Outcome[]> {
     const locked = await lockCustomers(tx, customers);
     const named = locked.filter((c) => c !== "");
-    const now = this.o.now();
-    const events = named.length > 0 ? await lockDueEventsOf(tx, named, now, this.o.eventsPerCustomer) : new Map<string, PendingEvent[]>();
-    if (locked.includes("")) events.set("", await lockDueEvents(tx, "", now, this.o.eventsPerCustomer));
+    const query = { now: this.o.now(), limit: this.o.eventsPerCustomer, payloadTypes: PAYLOAD_EVENT_TYPES };
+    const events = named.length > 0 ? await lockDueEventsOf(tx, named, query) : new Map<string, PendingEvent[]>();
+    if (locked.includes("")) events.set("", await lockDueEvents(tx, "", query));
     const outcomes: Outcome[] = [];
     const processed: string[] = [];
     const record = (event: PendingEvent, result: StripeEventResult): void => {
