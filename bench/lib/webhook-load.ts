@@ -13,7 +13,7 @@ import { Pool } from "undici";
 
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { serveOverIpc } from "./child-process.ts";
-import { type LoadResult, openLoop } from "./open-loop.ts";
+import { type LoadSamples, openLoopSamples } from "./open-loop.ts";
 
 export interface LoadRequest {
   readonly url: string;
@@ -22,7 +22,7 @@ export interface LoadRequest {
   readonly secret: string;
 }
 
-export type { LoadResult };
+export type { LoadSamples };
 
 const TIMEOUT_MS = 10_000;
 const CONNECTIONS = 256;
@@ -48,12 +48,12 @@ function eventBodies(): () => string {
   };
 }
 
-export async function runLoad(request: LoadRequest): Promise<LoadResult> {
+export async function runLoad(request: LoadRequest): Promise<LoadSamples> {
   const url = new URL(request.url);
   const pool = new Pool(url.origin, { connections: CONNECTIONS, pipelining: 1, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
   const nextBody = eventBodies();
   try {
-    return await openLoop(request.rate, request.seconds, async () => {
+    return await openLoopSamples(request.rate, request.seconds, async () => {
       const body = nextBody();
       const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: request.secret });
       const res = await pool.request({ path: url.pathname, method: "POST", headers: { "content-type": "application/json", "stripe-signature": signature }, body });

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 
 import { runInChildProcess, stopChild, within } from "./child-process.ts";
 import { startNodeFlags } from "./start-flags.ts";
-import type { LoadRequest, LoadResult } from "./webhook-load.ts";
+import type { LoadRequest, LoadSamples } from "./webhook-load.ts";
 
 const BIN = fileURLToPath(new URL("../../src/bin.mjs", import.meta.url));
 const BASELINE = fileURLToPath(new URL("./webhook-baseline.ts", import.meta.url));
@@ -87,9 +87,9 @@ export async function startBaseline(options: { databaseUrl: string; secret: stri
   return { url: `http://127.0.0.1:${port}/webhooks/stripe`, stop: () => stopChild(child, "disconnect") };
 }
 
-/** One open-loop phase from a fresh generator process. */
-export async function runLoadProcess(request: LoadRequest): Promise<LoadResult> {
-  return runInChildProcess<LoadRequest, LoadResult>(LOAD, request, {
+/** One open-loop phase from a fresh generator process: its samples, to be summarized with the handler's other phases. */
+export async function runLoadProcess(request: LoadRequest): Promise<LoadSamples> {
+  return runInChildProcess<LoadRequest, LoadSamples>(LOAD, request, {
     limitMs: request.seconds * 1000 + LOAD_SLACK_MS,
     timeoutMessage: `the load generator did not finish ${request.rate}/s for ${request.seconds} s`,
     label: "load generator",
