@@ -12,7 +12,7 @@
  * baseline, ...), so that both meet the same machine: on a shared 2-core host the p99 of the
  * same handler drifts by ±25% from one minute to the next, more than the difference measured.
  * Before a baseline round the daemon's inbox has drained, so the baseline never runs beside the
- * daemon's work. Reported per rate, over all rounds of a handler: achieved rate, p50/p99/max
+ * daemon's work, and every round starts after `SETTLE_MS` of quiet. Reported per rate, over all rounds of a handler: achieved rate, p50/p99/max
  * latency from the moment each request was due, errors, and daemon p99 ÷ baseline p99; and the
  * daemon's inbox in its worst round: the largest pending backlog, the backlog when the round's
  * last request was answered and how long it took to drain to zero. `--rounds 1` measures each
@@ -36,6 +36,8 @@ const SECRET = "whsec_bench_webhook";
 const WEBHOOK_POOL_MAX = 6;
 const WARMUP_RATE = 200;
 const DRAIN_LIMIT_MS = 300_000;
+/** Quiet time before each round, once the inbox has drained: the controller's last reconciles, autovacuum. */
+const SETTLE_MS = 2_000;
 
 interface Options {
   readonly rates: number[];
@@ -126,7 +128,10 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
       backlogs.push({ maxPending, pendingAtEnd, drainSeconds: await drain(sql) });
     };
     const baselineRound = async (): Promise<void> => void baseline.push(await runLoadProcess({ ...request, url: targets.baseline.url }));
-    for (const phase of i % 2 === 0 ? [baselineRound, daemonRound] : [daemonRound, baselineRound]) await phase();
+    for (const phase of i % 2 === 0 ? [baselineRound, daemonRound] : [daemonRound, baselineRound]) {
+      await sleep(SETTLE_MS);
+      await phase();
+    }
   }
   const daemonLatency = latency(summarize(daemon));
   const baselineLatency = latency(summarize(baseline));
