@@ -38,9 +38,9 @@ import { sendReconcileRequest } from "./state/reconcile-requests.ts";
 /**
  * Connections to the database, split so that a webhook burst cannot starve the controller: the
  * Stripe webhook inserts through a pool of its own (a burst queues there), the inbox worker's
- * thread has its own (one per customer batch it works on at once), and the lease renewal, the
- * controller's writes and everything else keep the rest. Together they stay at 20, within what a
- * Supabase session pooler grants one client.
+ * thread has its own (one per customer batch it works on at once: 4 in API mode, 1 in payload
+ * mode), and the lease renewal, the controller's writes and everything else keep the rest.
+ * Together they stay at 20, within what a Supabase session pooler grants one client.
  */
 const CONTROLLER_POOL_MAX = 10;
 const WEBHOOK_POOL_MAX = 6;

@@ -210,4 +210,25 @@ describe("inbox batches (payload mode)", () => {
     }
     expect(passes.filter((pass) => pass.events > 0).map((pass) => pass.customers)).toEqual([5, 5, 5, 5]);
   });
+
+  test("by default payload mode works on one batch at a time (as many customers per transaction as it may); an explicit concurrency splits the pass", async () => {
+    /** The transactions of a pass over 50 waiting customers (customersPerPass). */
+    const transactionsOfAPass = async (concurrency: number | undefined, prefix: string): Promise<number> => {
+      const { sim } = signups(50, prefix);
+      await ingest(db.sql, sim.events);
+      const statements: string[] = [];
+      const watched = postgres(db.url, { max: 4, onnotice: () => {}, debug: (_connection, query) => void statements.push(query.trim().toLowerCase()) });
+      try {
+        const { metrics } = newMetrics();
+        const inbox = new StripeInbox({ sql: watched, stripe: null, priceTiers: {}, metrics, logger: silentLogger, ...(concurrency === undefined ? {} : { concurrency }) });
+        expect(await inbox.processPendingOnce()).toMatchObject({ customers: 50, events: 250 });
+        return statements.filter((q) => q === "begin").length;
+      } finally {
+        await watched.end();
+      }
+    };
+    // 2 transactions of 25 customers by default, 4 of 13 with concurrency 4.
+    expect(await transactionsOfAPass(undefined, "default-concurrency")).toBe(2);
+    expect(await transactionsOfAPass(4, "four-at-once")).toBe(4);
+  });
 });

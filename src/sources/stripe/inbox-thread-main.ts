@@ -12,7 +12,7 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
 import { connect } from "../../state/db.ts";
-import { StripeInbox } from "./inbox.ts";
+import { defaultConcurrency, StripeInbox } from "./inbox.ts";
 import type { InboxThreadCommand, InboxThreadConfig, InboxThreadMessage } from "./inbox-thread.ts";
 import { INBOX_THREAD_NICE, METRICS_FLUSH_MS } from "./inbox-thread.ts";
 import { createStripeMetrics, type StripeMetrics } from "./metrics.ts";
@@ -133,7 +133,10 @@ async function run(): Promise<void> {
   const applicationName = `${config.applicationName}${SESSION_SUFFIX}`;
   const sql = connect(config.databaseUrl, { max: config.poolMax, applicationName, statementTimeoutMs: config.statementTimeoutMs });
   const metrics = createStripeMetrics(new Registry());
-  const inbox = new StripeInbox({ sql, stripe: createStripeClient(config.stripe), priceTiers: config.stripe.priceTiers, metrics, logger, concurrency: config.poolMax, onIdle: () => send({ kind: "idle" }) });
+  // The mode's default concurrency (4 batches at once in API mode, 1 in payload mode), within the pool.
+  const stripe = createStripeClient(config.stripe);
+  const concurrency = Math.min(config.poolMax, defaultConcurrency(stripe !== null));
+  const inbox = new StripeInbox({ sql, stripe, priceTiers: config.stripe.priceTiers, metrics, logger, concurrency, onIdle: () => send({ kind: "idle" }) });
   const stopping = new AbortController();
   port.on("message", (command: InboxThreadCommand) => {
     if (command.kind === "wake") inbox.wake();
