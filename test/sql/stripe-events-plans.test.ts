@@ -53,3 +53,13 @@ test("locking customers' due events (lockDueEventsOf) reads only theirs", async 
   );
   readsPendingOfOneCustomer(plan);
 });
+
+test("stripe_events has the indexes its statements use and no other (each entry is written for every handled event)", async () => {
+  const rows = await db.sql<{ indexname: string }[]>`select indexname from pg_indexes where schemaname = 'public' and tablename = 'stripe_events' order by indexname`;
+  expect(rows.map((row) => row.indexname)).toEqual(["stripe_events_customer_idx", "stripe_events_pending_customer_idx", "stripe_events_pending_idx", "stripe_events_pkey"]);
+  // The retention sweep (sweep_retention) reads the table whole: no index on processed_at could serve its coalesce.
+  const plan = await db.sql.unsafe<{ "QUERY PLAN": string }[]>(
+    `explain delete from public.stripe_events where status in ('processed', 'ignored') and coalesce(processed_at, received_at) < now() - interval '30 days'`,
+  );
+  expect(plan.map((row) => row["QUERY PLAN"]).join("\n")).toMatch(/Seq Scan on stripe_events/);
+});
