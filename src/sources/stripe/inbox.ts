@@ -23,7 +23,7 @@ import pLimit from "p-limit";
 import type { Sql, TransactionSql } from "postgres";
 
 import { coerceError, loggableError } from "../../errors.ts";
-import { pause } from "../../pause.ts";
+import { pauseUntil } from "../../pause.ts";
 import {
   deferEvent,
   dueCustomers,
@@ -138,7 +138,7 @@ export class StripeInbox {
         this.o.logger.error({ err: loggableError(thrown) }, "stripe inbox pass failed");
       }
       if (pass === undefined || pass.events === 0) await this.idle(signal);
-      else if (pass.customers < this.o.customersPerPass) await pause(started + this.o.minPassIntervalMs - performance.now(), signal);
+      else if (pass.customers < this.o.customersPerPass) await pauseUntil(started + this.o.minPassIntervalMs, signal);
     }
   }
 
