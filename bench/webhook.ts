@@ -27,7 +27,7 @@ import { parseArgs } from "node:util";
 import type { Sql } from "postgres";
 
 import { loadConfig } from "../src/config.ts";
-import { type LoadResult, type LoadSamples, summarize } from "./lib/open-loop.ts";
+import { type LoadResult, type LoadSamples, round, summarize } from "./lib/open-loop.ts";
 import { type BenchPostgres, openBenchPostgres } from "./lib/pg.ts";
 import { type Endpoint, runLoadProcess, startBaseline, startDaemon } from "./lib/webhook-processes.ts";
 
@@ -120,14 +120,14 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
   const baseline: LoadSamples[] = [];
   const daemon: LoadSamples[] = [];
   const backlogs: InboxBacklog[] = [];
+  const daemonRound = async (): Promise<void> => {
+    const watch = watchBacklog(sql);
+    daemon.push(await runLoadProcess({ ...request, url: targets.daemon.url }));
+    const { maxPending, pendingAtEnd } = await watch.stop();
+    backlogs.push({ maxPending, pendingAtEnd, drainSeconds: await drain(sql) });
+  };
+  const baselineRound = async (): Promise<void> => void baseline.push(await runLoadProcess({ ...request, url: targets.baseline.url }));
   for (let i = 0; i < options.rounds; i++) {
-    const daemonRound = async (): Promise<void> => {
-      const watch = watchBacklog(sql);
-      daemon.push(await runLoadProcess({ ...request, url: targets.daemon.url }));
-      const { maxPending, pendingAtEnd } = await watch.stop();
-      backlogs.push({ maxPending, pendingAtEnd, drainSeconds: await drain(sql) });
-    };
-    const baselineRound = async (): Promise<void> => void baseline.push(await runLoadProcess({ ...request, url: targets.baseline.url }));
     for (const phase of i % 2 === 0 ? [baselineRound, daemonRound] : [daemonRound, baselineRound]) {
       await sleep(SETTLE_MS);
       await phase();
@@ -192,5 +192,3 @@ function report(results: RateResult[], options: Options): string {
   const rounds = options.rounds === 1 ? "in one phase" : `in ${options.rounds} interleaved rounds`;
   return [`webhook: open loop, ${options.seconds} s per rate and handler ${rounds}, distinct signed events; latency from each request's due time; inbox: worst round`, ...lines].join("\n");
 }
-
-const round = (v: number): number => Math.round(v * 100) / 100;
