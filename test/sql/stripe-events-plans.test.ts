@@ -44,11 +44,11 @@ test("waking a customer (wakeCustomer) reads only that customer's pending events
   readsPendingOfOneCustomer(plan);
 });
 
-test("locking customers' due events (lockDueEventsOf) reads only theirs", async () => {
+test("reading customers' due events (dueEventsOfCustomers) reads only theirs", async () => {
   const plan = await genericPlan(
     `select e.id from unnest($1::text[]) with ordinality as c(customer, n)
      cross join lateral (select id, received_at from stripe_events where status = 'pending' and customer_id = c.customer
-                         and next_attempt_at <= now() order by received_at, id limit 200 for update skip locked) as e`,
+                         and next_attempt_at <= now() order by received_at, id limit 200) as e`,
     "array['cus_1500', 'cus_2500']",
   );
   readsPendingOfOneCustomer(plan);
@@ -56,10 +56,35 @@ test("locking customers' due events (lockDueEventsOf) reads only theirs", async 
 
 test("stripe_events has the indexes its statements use and no other (each entry is written for every handled event)", async () => {
   const rows = await db.sql<{ indexname: string }[]>`select indexname from pg_indexes where schemaname = 'public' and tablename = 'stripe_events' order by indexname`;
-  expect(rows.map((row) => row.indexname)).toEqual(["stripe_events_customer_idx", "stripe_events_pending_customer_idx", "stripe_events_pending_idx", "stripe_events_pkey"]);
+  expect(rows.map((row) => row.indexname)).toEqual([
+    "stripe_events_customer_idx",
+    "stripe_events_dead_idx",
+    "stripe_events_pending_customer_idx",
+    "stripe_events_pending_idx",
+    "stripe_events_pkey",
+  ]);
   // The retention sweep (sweep_retention) reads the table whole: no index on processed_at could serve its coalesce.
   const plan = await db.sql.unsafe<{ "QUERY PLAN": string }[]>(
     `explain delete from public.stripe_events where status in ('processed', 'ignored') and coalesce(processed_at, received_at) < now() - interval '30 days'`,
   );
   expect(plan.map((row) => row["QUERY PLAN"]).join("\n")).toMatch(/Seq Scan on stripe_events/);
+});
+
+test("only subscription events enter the customer index, which the same-second guard reads (migration 0019)", async () => {
+  await db.sql`
+    insert into stripe_events (id, type, customer_id, object_id, created, payload, status)
+    values ('evt_sub_a', 'customer.subscription.updated', 'cus_guard', 'sub_guard', '2026-01-01T00:00:00Z', '{}'::jsonb, 'processed')`;
+  const entries = await db.sql<{ n: number }[]>`
+    select count(*)::int as n from stripe_events where type like 'customer.subscription.%'`;
+  const size = await db.sql<{ tuples: number }[]>`select reltuples::int as tuples from pg_class where relname = 'stripe_events_customer_idx'`;
+  await db.sql`analyze stripe_events`;
+  const analyzed = await db.sql<{ tuples: number }[]>`select reltuples::int as tuples from pg_class where relname = 'stripe_events_customer_idx'`;
+  expect(analyzed[0]!.tuples).toBe(entries[0]!.n);
+  expect(size).toHaveLength(1);
+  const plan = await genericPlan(
+    `select type from stripe_events where customer_id = $1 and created = '2026-01-01T00:00:00Z' and object_id = 'sub_guard'
+       and type like 'customer.subscription.%' and status in ('pending', 'processed', 'failed')`,
+    "'cus_guard'",
+  );
+  expect(plan).toMatch(/stripe_events_customer_idx/);
 });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 
 import { PAYLOAD_EVENT_TYPES } from "../../src/sources/stripe/apply.ts";
 import { HANDLED_EVENT_TYPES } from "../../src/sources/stripe/map.ts";
-import { lockDueEvents, lockDueEventsOf } from "../../src/state/stripe-events.ts";
+import { dueEventsOfCustomer, dueEventsOfCustomers } from "../../src/state/stripe-events.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 
 let db: TestDatabase;
@@ -36,8 +36,8 @@ test("the payload types are the customer and subscription events the controller 
   expect([...PAYLOAD_EVENT_TYPES].sort()).toEqual(HANDLED_EVENT_TYPES.filter((type) => type.startsWith("customer.")).sort());
 });
 
-test("lockDueEventsOf returns a customer's events in order, with the payloads of those types only", async () => {
-  const events = await db.sql.begin((tx) => lockDueEventsOf(tx, ["cus_due"], query));
+test("dueEventsOfCustomers returns a customer's events in order, with the payloads of those types only", async () => {
+  const events = await db.sql.begin((tx) => dueEventsOfCustomers(tx, ["cus_due"], query));
   const due = events.get("cus_due")!;
   expect(due.map((event) => [event.id, event.payload === null ? null : (event.payload as { id: string }).id])).toEqual([
     ["evt_due_1", "evt_due_1"],
@@ -46,8 +46,8 @@ test("lockDueEventsOf returns a customer's events in order, with the payloads of
   ]);
 });
 
-test("lockDueEvents (events without a customer) does the same", async () => {
-  const due = await db.sql.begin((tx) => lockDueEvents(tx, "", query));
+test("dueEventsOfCustomer (events without a customer) does the same", async () => {
+  const due = await db.sql.begin((tx) => dueEventsOfCustomer(tx, "", query));
   expect(due.map((event) => [event.id, event.payload === null ? null : (event.payload as { id: string }).id])).toEqual([
     ["evt_due_4", "evt_due_4"],
     ["evt_due_5", null],

@@ -27,10 +27,10 @@ import { pauseUntil } from "../../pause.ts";
 import {
   deferEvent,
   dueCustomers,
-  inboxSummary,
+  dueEventsOfCustomer,
+  dueEventsOfCustomers,
+  inboxGauges,
   lockCustomers,
-  lockDueEvents,
-  lockDueEventsOf,
   markFailed,
   markProcessed,
   type PendingEvent,
@@ -214,8 +214,8 @@ export class StripeInbox {
     const locked = await lockCustomers(tx, customers);
     const named = locked.filter((c) => c !== "");
     const query = { now: this.o.now(), limit: this.o.eventsPerCustomer, payloadTypes: PAYLOAD_EVENT_TYPES };
-    const events = named.length > 0 ? await lockDueEventsOf(tx, named, query) : new Map<string, PendingEvent[]>();
-    if (locked.includes("")) events.set("", await lockDueEvents(tx, "", query));
+    const events = named.length > 0 ? await dueEventsOfCustomers(tx, named, query) : new Map<string, PendingEvent[]>();
+    if (locked.includes("")) events.set("", await dueEventsOfCustomer(tx, "", query));
     const outcomes: Outcome[] = [];
     const processed: string[] = [];
     const record = (event: PendingEvent, result: StripeEventResult): void => {
@@ -317,10 +317,10 @@ export class StripeInbox {
     const now = performance.now();
     if (!sawDead && this.gaugesAt !== undefined && now - this.gaugesAt < GAUGE_REFRESH_MS) return;
     this.gaugesAt = now;
-    const summary = await inboxSummary(this.o.sql);
-    this.o.metrics.inboxPending.set(summary.counts.pending);
-    this.o.metrics.inboxDead.set(summary.counts.dead);
-    const oldest = summary.oldestPendingAt;
+    const gauges = await inboxGauges(this.o.sql);
+    this.o.metrics.inboxPending.set(gauges.pending);
+    this.o.metrics.inboxDead.set(gauges.dead);
+    const oldest = gauges.oldestPendingAt;
     this.o.metrics.inboxOldestPendingSeconds.set(oldest === null ? 0 : Math.max(0, (this.o.now().getTime() - oldest.getTime()) / 1000));
   }
 }
