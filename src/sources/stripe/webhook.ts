@@ -140,7 +140,7 @@ function verify(body: Buffer, header: string, secrets: readonly string[], now: D
     }
     const event = stripeEventSchema.safeParse(parsed);
     if (!event.success) return { ok: false, result: "invalid_body", error: `body is not a Stripe event: ${event.error.issues[0]?.message ?? "invalid"}` };
-    const unstorable = unstorableReason(event.data, parsed);
+    const unstorable = unstorableReason(event.data, parsed, body);
     if (unstorable) return { ok: false, result: "invalid_body", error: `event can never be stored: ${unstorable}` };
     return { ok: true, event: event.data };
   }
