@@ -150,6 +150,15 @@ describe("event classification", () => {
     const customerEvent = stripeEventSchema.parse({ id: "evt_2", object: "event", type: "customer.created", created: T0, data: { object: { id: "cus_8" } } });
     expect(inboxKeys(customerEvent)).toEqual({ objectId: "cus_8", customerId: "cus_8" });
   });
+
+  test("the envelope keeps only what the inbox keys on, and takes a customer of any shape", () => {
+    const event = (customer: unknown) => ({ id: "evt_3", object: "event", type: "invoice.paid", created: T0, request: { id: null }, data: { object: { id: "in_2", customer, total: 900, lines: { data: [] } } } });
+    const expanded = stripeEventSchema.parse(event({ id: "cus_9", object: "customer", email: "a@example.com" }));
+    expect(inboxKeys(expanded)).toEqual({ objectId: "in_2", customerId: "cus_9" });
+    expect(expanded).not.toHaveProperty("request");
+    expect(expanded.data.object).not.toHaveProperty("total");
+    for (const odd of [null, 42, { name: "no id" }]) expect(inboxKeys(stripeEventSchema.parse(event(odd)))).toEqual({ objectId: "in_2", customerId: null });
+  });
 });
 
 describe("orderingDecision (payload mode)", () => {

@@ -22,18 +22,22 @@ export type PriceTierMap = Readonly<Record<string, Tier>>;
 const idOrObject = z.union([z.string(), z.object({ id: z.string() }).loose()]);
 const unixSeconds = z.number().int();
 
-/** The envelope of a snapshot event (`POST /webhooks/stripe`, `GET /v1/events`). */
-export const stripeEventSchema = z
-  .object({
-    id: z.string().min(1),
-    object: z.literal("event"),
-    type: z.string().min(1),
-    created: unixSeconds,
-    api_version: z.string().nullish(),
-    livemode: z.boolean().optional(),
-    data: z.object({ object: z.object({ id: z.string().optional(), object: z.string().optional() }).loose() }).loose(),
-  })
-  .loose();
+/**
+ * The envelope of a snapshot event (`POST /webhooks/stripe`, `GET /v1/events`): what the inbox
+ * stores an event under, and nothing else. The parsed value keeps only these fields (zod's
+ * default, strip): the payload is stored as received, and a loose parse, which copied every field
+ * of the event's object, cost the webhook's request thread about 20 µs per event.
+ */
+export const stripeEventSchema = z.object({
+  id: z.string().min(1),
+  object: z.literal("event"),
+  type: z.string().min(1),
+  created: unixSeconds,
+  api_version: z.string().nullish(),
+  livemode: z.boolean().optional(),
+  // customer: any shape (a string, an expanded object, null): only a key, never a reason to refuse an event.
+  data: z.object({ object: z.object({ id: z.string().optional(), object: z.string().optional(), customer: z.unknown().optional() }) }),
+});
 export type StripeEventEnvelope = z.infer<typeof stripeEventSchema>;
 
 const priceSchema = z
@@ -222,7 +226,7 @@ export function inboxKeys(event: StripeEventEnvelope): { objectId: string | null
   if (event.type.startsWith("customer.") && !event.type.startsWith("customer.subscription.")) {
     return { objectId, customerId: objectId };
   }
-  const customer = (object as { customer?: unknown }).customer;
+  const customer = object.customer;
   if (typeof customer === "string") return { objectId, customerId: customer };
   if (customer !== null && typeof customer === "object" && typeof (customer as { id?: unknown }).id === "string") {
     return { objectId, customerId: (customer as { id: string }).id };
