@@ -1,8 +1,7 @@
 /**
- * The daemon's Node flags (`--max-semi-space-size`, `--single-threaded-gc`, see README "Memory")
- * are given in three places: `npm start`, the container's entrypoint and the systemd unit. They
- * must agree, and Node must accept them, or one way of running the daemon would quietly use twice
- * the memory, or collect the inbox thread's garbage at normal priority beside the answers.
+ * The daemon's Node flags (`--max-semi-space-size`, see README "Memory") are given in three
+ * places: `npm start`, the container's entrypoint and the systemd unit. They must agree, and Node
+ * must accept them, or one way of running the daemon would quietly use twice the memory.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -24,12 +23,6 @@ describe("the daemon's Node flags", () => {
     const newSpace = (args: string[]): number => Number(execFileSync(process.execPath, [...args, "-p", `${churn}; ${report}`], { encoding: "utf8" }));
     expect(newSpace(flags)).toBeLessThanOrEqual(2 * 8 * 2 ** 20);
     expect(newSpace([])).toBeGreaterThan(2 * 8 * 2 ** 20); // without them V8 takes more: the check can fail
-  });
-
-  // The effect is measured by `npm run bench -- webhook` (README "Memory"); Node accepting the
-  // flag is checked by the test above, which runs Node with all of them.
-  test("npm start collects each isolate's garbage on its own thread", () => {
-    expect(flags).toContain("--single-threaded-gc");
   });
 
   test("the container's entrypoint passes the same flags", () => {
