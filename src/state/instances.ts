@@ -115,31 +115,55 @@ async function settled(sql: Sql): Promise<Map<string, SettledRow>> {
   return byKey;
 }
 
+/**
+ * One statement per load: the subscription, its live instance (if any) and that instance's host
+ * and overrides, joined laterally. A reconcile of a new subscription runs this once; the two
+ * statements it replaced (subscription, then instance) cost the controller a second round trip
+ * and a second statement on every key.
+ */
 async function loadSubject(sql: Sql, subscriptionId: string): Promise<ReconcileSubject | undefined> {
   if (!UUID.test(subscriptionId)) return undefined;
-  const [sub] = await sql<SubscriptionRow[]>`
+  const [row] = await sql<(SubscriptionRow & LiveInstanceColumns)[]>`
     select s.id, s.account_id, s.tier, s.status, s.past_due_since, s.canceled_at, s.cancel_at_period_end,
            s.current_period_end, s.region, s.max_agents, s.max_messages_per_day, s.max_storage_gb,
            s.max_platforms, s.max_team_members, s.features, t.memory_mb, t.cpus::text as cpus,
-           (select count(*)::int from public.instances i where i.subscription_id = s.id) as instance_count
+           (select count(*)::int from public.instances i where i.subscription_id = s.id) as instance_count,
+           live.*
     from public.subscriptions s join public.tiers t on t.name = s.tier
+    left join lateral (
+      select i.id as instance_id, i.account_id as instance_account_id, i.subdomain, i.desired_state,
+             i.reconcile_paused, o.components as overrides, i.generation::text as generation,
+             i.observed_generation::text as observed_generation, i.status as instance_status,
+             i.conditions, i.health_status, i.host_id,
+             h.name as host_name, h.ssh_url, h.host_key, h.max_command_bytes
+      from public.instances i left join public.dokku_hosts h on h.id = i.host_id
+      left join public.instance_overrides o on o.instance_id = i.id
+      where i.subscription_id = s.id and i.status <> 'deprovisioned'
+      limit 1
+    ) live on true
     where s.id = ${subscriptionId}`;
-  if (!sub) return undefined;
-  const [row] = await sql<InstanceRow[]>`
-    select i.id, i.account_id, i.subdomain, i.desired_state, i.reconcile_paused, o.components as overrides,
-           i.generation::text as generation, i.observed_generation::text as observed_generation,
-           i.status, i.conditions, i.health_status, i.host_id,
-           h.name as host_name, h.ssh_url, h.host_key, h.max_command_bytes
-    from public.instances i left join public.dokku_hosts h on h.id = i.host_id
-    left join public.instance_overrides o on o.instance_id = i.id
-    where i.subscription_id = ${subscriptionId} and i.status <> 'deprovisioned'`;
+  if (!row) return undefined;
+  const instance = liveInstanceRow(row);
   return {
-    subscription: toSubscription(sub),
-    tier: sub.tier,
-    instance: row ? toInstance(row) : null,
-    host: row ? toHost(row) : null,
-    instanceCount: sub.instance_count,
+    subscription: toSubscription(row),
+    tier: row.tier,
+    instance: instance ? toInstance(instance) : null,
+    host: instance ? toHost(instance) : null,
+    instanceCount: row.instance_count,
   };
+}
+
+/** The lateral part of loadSubject's row: an InstanceRow whose clashing names carry a prefix, all null without a live instance. */
+type LiveInstanceColumns = Omit<InstanceRow, "id" | "account_id" | "status"> & {
+  instance_id: string | null;
+  instance_account_id: string;
+  instance_status: InstanceStatus;
+};
+
+function liveInstanceRow(row: LiveInstanceColumns): InstanceRow | null {
+  if (row.instance_id === null) return null;
+  const { instance_id, instance_account_id, instance_status, ...rest } = row;
+  return { ...rest, id: instance_id, account_id: instance_account_id, status: instance_status };
 }
 
 export function toSubscription(row: SubscriptionRow): SubscriptionState {
