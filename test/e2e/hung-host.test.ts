@@ -5,7 +5,6 @@
  * the host is reported down on /metrics, an instance on the other host converges meanwhile,
  * and everything heals when the host answers again.
  */
-import type { Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { type Sandbox, startSandbox } from "../../src/drivers/dokku/sandbox/index.ts";
@@ -70,7 +69,7 @@ describe("a Dokku host that hangs, under the controller", () => {
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     // In one transaction: the running controller never sees the active subscription without its
     // instance (it would provision one of its own, and that and this insert could deadlock).
-    const created = await h.db.sql.begin((tx) => createInstance(tx as unknown as Sql, { tier: "starter", status: "pending" }));
+    const created = await h.db.sql.begin((tx) => createInstance(tx, { tier: "starter", status: "pending" }));
     const [row] = await h.db.sql<{ subdomain: string }[]>`select subdomain from instances where id = ${created.instanceId}`;
     const started = Date.now();
     await eventually("the new instance running on the healthy host", () => appsOf(row!.subdomain).every((app) => healthy.control.app(app)?.running === true), 60_000);

@@ -66,7 +66,7 @@ export interface Customer {
 
 /** A new signed-up user (auth.users → accounts by trigger) with one subscription. */
 export async function createCustomer(
-  sql: Sql,
+  sql: Sql | TransactionSql,
   options: { tier?: "free" | "starter" | "professional" | "enterprise"; status?: string } = {},
 ): Promise<Customer> {
   const [user] = await sql<{ id: string }[]>`
@@ -80,7 +80,7 @@ export async function createCustomer(
 
 /** A customer with a live instance inserted directly (status as given, default running). */
 export async function createInstance(
-  sql: Sql,
+  sql: Sql | TransactionSql,
   options: { tier?: "free" | "starter" | "professional" | "enterprise"; status?: string } = {},
 ): Promise<Customer & { instanceId: string }> {
   const customer = await createCustomer(sql, { tier: options.tier ?? "free" });
