@@ -36,26 +36,38 @@ export async function insertStripeEvent(sql: Db, event: NewStripeEvent): Promise
 /**
  * Inserts many events in one statement, one transaction: the ids returned are those that were
  * new; a duplicate (already stored, or twice in `events`) is not among them. If any row cannot be
- * stored (a data exception), none is. Every column goes in as text and is cast in SQL, so the
- * statement's text, and its prepared plan, is the same whatever the number of rows; the payload
- * in particular goes in as text cast to jsonb (a string parameter typed jsonb would be stored as a
- * JSON string scalar).
+ * stored (a data exception), none is. The statement's text, and its prepared plan, is the same
+ * whatever the number of rows: the columns go in as text arrays cast in SQL, and the payloads as
+ * one JSON array, `payloadArray`, which Postgres parses once into jsonb and splits by position.
  */
 export async function insertStripeEvents(sql: Db, events: readonly NewStripeEvent[]): Promise<Set<string>> {
   if (events.length === 0) return new Set();
   const column = <T>(pick: (event: NewStripeEvent) => T): T[] => events.map(pick);
+  // A full join: a payload array with more or fewer elements than rows leaves a row without an id
+  // or a payload, which the not-null constraints refuse, so no payload is stored with another id.
   const rows = await sql<{ id: string }[]>`
     insert into stripe_events (id, type, api_version, livemode, object_id, customer_id, created, payload, status, processed_at)
-    select e.id, e.type, e.api_version, e.livemode::boolean, e.object_id, e.customer_id, e.created::timestamptz, e.payload::jsonb,
+    select e.id, e.type, e.api_version, e.livemode::boolean, e.object_id, e.customer_id, e.created::timestamptz, p.payload,
            e.status::public.stripe_event_status, case when e.status = 'ignored' then now() end
     from unnest(${column((e) => e.id)}::text[], ${column((e) => e.type)}::text[], ${column((e) => e.apiVersion)}::text[],
                 ${column((e) => (e.livemode === null ? null : String(e.livemode)))}::text[], ${column((e) => e.objectId)}::text[],
                 ${column((e) => e.customerId)}::text[], ${column((e) => e.created.toISOString())}::text[],
-                ${column((e) => e.payloadJson)}::text[], ${column((e) => e.status)}::text[])
-      as e(id, type, api_version, livemode, object_id, customer_id, created, payload, status)
+                ${column((e) => e.status)}::text[])
+      with ordinality as e(id, type, api_version, livemode, object_id, customer_id, created, status, n)
+    full join jsonb_array_elements(${payloadArray(events)}::text::jsonb) with ordinality as p(payload, n) using (n)
     on conflict (id) do nothing
     returning id`;
   return new Set(rows.map((row) => row.id));
+}
+
+/**
+ * The payloads as one JSON array, joined as they are. Each `payloadJson` is one JSON value (the
+ * verified body, or a stringified object), so the array has one element per event. Joining them
+ * spares each payload the copy that quoting it as an element of a text array costs on both sides
+ * (about a fifth of what the webhook allocated per request: bench webhook, heap sampling).
+ */
+function payloadArray(events: readonly NewStripeEvent[]): string {
+  return `[${events.map((event) => event.payloadJson).join(",")}]`;
 }
 
 export interface PendingEvent {

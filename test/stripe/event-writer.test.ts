@@ -11,7 +11,7 @@ import { isNeverStorable, StripeEventWriter } from "../../src/sources/stripe/eve
 import { inboxRow, stripeEventSchema } from "../../src/sources/stripe/map.ts";
 import { StripeSim } from "../../src/sources/stripe/sim.ts";
 import { DatabaseTimeoutError } from "../../src/state/deadline.ts";
-import type { NewStripeEvent } from "../../src/state/stripe-events.ts";
+import { insertStripeEvents, type NewStripeEvent } from "../../src/state/stripe-events.ts";
 import type { TestDatabase } from "../helpers/db.ts";
 import { inboxDatabasePerFile } from "./helpers.ts";
 
@@ -43,6 +43,8 @@ describe("StripeEventWriter", () => {
       const [first] = await db.sql<{ type: string; customer_id: string; status: string; created: Date; payload: { id: string }; processed_at: Date | null }[]>`
         select type, customer_id, status, created, payload, processed_at from stripe_events where id = ${events[0]!.id}`;
       expect(first).toEqual({ type: "customer.created", customer_id: events[0]!.customerId, status: "pending", created: events[0]!.created, payload: JSON.parse(events[0]!.payloadJson), processed_at: null });
+      const payloads = await db.sql<{ id: string; payload: unknown }[]>`select id, payload from stripe_events`;
+      expect(new Map(payloads.map((row) => [row.id, row.payload]))).toEqual(new Map(events.map((row) => [row.id, JSON.parse(row.payloadJson)])));
     } finally {
       await watched.end();
     }
@@ -73,6 +75,23 @@ describe("StripeEventWriter", () => {
     expect(answers.map((answer) => answer.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "fulfilled"]);
     expect(isNeverStorable((answers[2] as PromiseRejectedResult).reason)).toBe(true);
     expect(await storedIds()).toEqual(events.filter((_, i) => i !== 2).map((row) => row.id).sort());
+  });
+
+  test("a payload that is not JSON fails alone, as never storable", async () => {
+    const writer = new StripeEventWriter({ sql: db.sql, timeoutMs: 10_000 });
+    const events = rows(3);
+    const answers = await Promise.allSettled(events.map((row, i) => writer.store(i === 1 ? { ...row, payloadJson: '{"id": ' } : row)));
+    expect(answers.map((answer) => answer.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(isNeverStorable((answers[1] as PromiseRejectedResult).reason)).toBe(true);
+    expect(await storedIds()).toEqual([events[0]!.id, events[2]!.id].sort());
+  });
+
+  test("a payload of two JSON values is refused whole: no payload is stored under another event's id", async () => {
+    const [a, b] = rows(2);
+    const twoValues = { ...a!, payloadJson: `${b!.payloadJson},${a!.payloadJson}` };
+    await expect(insertStripeEvents(db.sql, [twoValues, b!])).rejects.toThrow(/null value/);
+    await expect(insertStripeEvents(db.sql, [twoValues])).rejects.toThrow(/null value/);
+    expect(await storedIds()).toEqual([]);
   });
 
   test("a database that does not answer: every row fails at its deadline, a row still queued then is never sent, and the writer recovers", async () => {

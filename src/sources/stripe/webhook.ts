@@ -69,11 +69,12 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   const now = deps.now ?? (() => new Date());
   const requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const writer = new StripeEventWriter({ sql: deps.sql, timeoutMs: requestTimeoutMs });
+  const resolved: ResolvedDeps = { ...deps, secrets, maxBodyBytes, now, writer };
   return async (req, res) => {
     const started = process.hrtime.bigint();
     let answer: Answer;
     try {
-      answer = await answerRequest(req, { ...deps, secrets, maxBodyBytes, now, writer });
+      answer = await answerRequest(req, resolved);
     } catch {
       answer = { code: 400, body: { error: "request body could not be read" }, close: true };
     }
@@ -105,13 +106,15 @@ async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<
     metrics.events.inc({ type: "unknown", result: "invalid_signature" });
     return { code: 400, body: { error: "missing Stripe-Signature header" } };
   }
-  const verified = verify(body, header, deps.secrets, deps.now());
+  // Decoded once, for the signature and the inbox row alike (stripe-node would decode a Buffer itself).
+  const text = body.toString("utf8");
+  const verified = verify({ body, text }, header, deps.secrets, deps.now());
   if (!verified.ok) {
     metrics.events.inc({ type: "unknown", result: verified.result });
     deps.logger.warn({ reason: verified.error }, "stripe webhook rejected");
     return { code: 400, body: { error: verified.error } };
   }
-  return store(verified.event, body, deps);
+  return store(verified.event, text, deps);
 }
 
 type Verified = { ok: true; event: StripeEventEnvelope } | { ok: false; result: "invalid_signature" | "invalid_body"; error: string };
@@ -121,12 +124,12 @@ type Verified = { ok: true; event: StripeEventEnvelope } | { ok: false; result: 
  * ahead of our clock (checked here); the body must then be a snapshot event envelope (zod) that
  * Postgres can store.
  */
-function verify(body: Buffer, header: string, secrets: readonly string[], now: Date): Verified {
+function verify({ body, text }: { body: Buffer; text: string }, header: string, secrets: readonly string[], now: Date): Verified {
   let reason = "no signature matches any configured secret";
   for (const secret of secrets) {
     let parsed: unknown;
     try {
-      parsed = Stripe.webhooks.constructEvent(body, header, secret, SIGNATURE_TOLERANCE_SECONDS, undefined, now.getTime());
+      parsed = Stripe.webhooks.constructEvent(text, header, secret, SIGNATURE_TOLERANCE_SECONDS, undefined, now.getTime());
     } catch (thrown) {
       if (thrown instanceof Stripe.errors.StripeSignatureVerificationError) {
         if (/tolerance/i.test(thrown.message)) reason = `signature timestamp outside the ${SIGNATURE_TOLERANCE_SECONDS} s tolerance`;
@@ -153,11 +156,11 @@ function signedAt(header: string): number {
   return Number(part?.trim().slice(2));
 }
 
-async function store(event: StripeEventEnvelope, body: Buffer, deps: ResolvedDeps): Promise<Answer> {
+async function store(event: StripeEventEnvelope, payloadJson: string, deps: ResolvedDeps): Promise<Answer> {
   const type = eventTypeLabel(event.type);
   const ignored = classifyEventType(event.type) === "ignored";
   try {
-    const inserted = await deps.writer.store(inboxRow(event, body.toString("utf8")));
+    const inserted = await deps.writer.store(inboxRow(event, payloadJson));
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();
