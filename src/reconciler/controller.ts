@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 
 import { coerceError, TerminalError } from "../errors.ts";
+import { DeferredChildLogger, type LoggerLike } from "./logger.ts";
 import type { ControllerMetrics, ReconcileResultLabel } from "./metrics.ts";
 import { type Clock, type Priority, systemClock, type WorkItem, type WorkQueue } from "./queue.ts";
 
@@ -10,15 +11,6 @@ import { type Clock, type Priority, systemClock, type WorkItem, type WorkQueue }
  * success forgets the key's backoff, `requeueAfterMs` forgets it and schedules the next run, a
  * TerminalError stops retrying, anything else retries with per-key backoff.
  */
-
-/** A pino-compatible logger, reduced to what the controller calls. */
-export interface LoggerLike {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  child(bindings: Record<string, unknown>): LoggerLike;
-}
 
 /** void or `{}`: converged. `{ requeueAfterMs }`: run again after that delay (a poll or a timer). */
 export type ReconcileResult = { requeueAfterMs?: number } | void;
@@ -143,10 +135,9 @@ export class Controller {
   private async processItem(item: WorkItem): Promise<void> {
     const { name, metrics, clock, reconcileTimeoutMs } = this.options;
     const reconcileId = randomUUID();
-    const logger = this.options.logger.child({ controller: name, subscription: item.key, reconcileId });
+    const logger = new DeferredChildLogger(this.options.logger, { controller: name, subscription: item.key, reconcileId });
     const run = new AbortController();
-    const timeout = new ReconcileTimeoutError(reconcileTimeoutMs);
-    const timer = clock.setTimeout(() => run.abort(timeout), reconcileTimeoutMs);
+    const timer = clock.setTimeout(() => run.abort(new ReconcileTimeoutError(reconcileTimeoutMs)), reconcileTimeoutMs);
     this.inFlight.add(run);
     metrics.activeWorkers.inc({ controller: name });
     const startedAt = clock.now();
@@ -161,7 +152,7 @@ export class Controller {
       metrics.activeWorkers.dec({ controller: name });
       metrics.reconcileTime.observe({ controller: name }, Math.max(0, clock.now() - startedAt) / 1000);
     }
-    if (run.signal.reason === timeout) metrics.reconcileTimeouts.inc({ controller: name });
+    if (run.signal.reason instanceof ReconcileTimeoutError) metrics.reconcileTimeouts.inc({ controller: name });
     this.handleOutcome(item, outcome, logger);
   }
 

@@ -6,7 +6,7 @@ import { Gauge, type Registry } from "prom-client";
 
 import { coerceError } from "../errors.ts";
 import { pause } from "../pause.ts";
-import type { LoggerLike } from "./controller.ts";
+import type { LoggerLike } from "./logger.ts";
 import type { LeaseState, LeaseStore } from "./types.ts";
 
 /**

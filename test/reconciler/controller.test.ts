@@ -7,12 +7,12 @@ import { ExponentialFailureRateLimiter } from "../../src/reconciler/backoff.ts";
 import {
   Controller,
   type ControllerOptions,
-  type LoggerLike,
   type ReconcileContext,
   type ReconcileFn,
   ReconcileTimeoutError,
   ShutdownError,
 } from "../../src/reconciler/controller.ts";
+import type { LoggerLike } from "../../src/reconciler/logger.ts";
 import { type ControllerMetrics, createControllerMetrics } from "../../src/reconciler/metrics.ts";
 import { WorkQueue } from "../../src/reconciler/queue.ts";
 

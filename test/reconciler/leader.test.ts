@@ -10,8 +10,8 @@ import type { Sql } from "postgres";
 import { Gauge, Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 
-import type { LoggerLike } from "../../src/reconciler/controller.ts";
 import { LEADER_GAUGE_NAME, LeaderElector, type LeaderElectorOptions, type LeaderTerm } from "../../src/reconciler/leader.ts";
+import type { LoggerLike } from "../../src/reconciler/logger.ts";
 import { connect } from "../../src/state/db.ts";
 import { acquireOrRenew, currentEpoch, leaseStore, RECONCILER_LEASE, release, STALE_EPOCH_SQLSTATE } from "../../src/state/lease.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
