@@ -67,4 +67,14 @@ describe("backup store configuration", () => {
     expect(createBackupStore(loadConfig({ ...S3_ENV, S3_ENDPOINT: "http://127.0.0.1:9", S3_FORCE_PATH_STYLE: "true" }), dir).kind).toBe("s3");
     expect(createBackupStore(loadConfig({ BACKUP_STORE: "supabase", SUPABASE_URL: "http://127.0.0.1:9", SUPABASE_SERVICE_ROLE_KEY: "k" }), dir).kind).toBe("supabase");
   });
+
+  test("an S3 or Supabase store loads its client on first use and answers through it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "store-config-"));
+    const s3 = createBackupStore(loadConfig({ ...S3_ENV, S3_ENDPOINT: "http://127.0.0.1:9", S3_FORCE_PATH_STYLE: "true" }), dir);
+    // Nothing listens on port 9: the call reaches the SDK, which fails to connect.
+    await expect(s3.get("s3://no-such-bucket/key")).rejects.toThrow();
+    await expect(s3.get("file:///not-s3")).rejects.toThrow(/s3/);
+    const supabase = createBackupStore(loadConfig({ BACKUP_STORE: "supabase", SUPABASE_URL: "http://127.0.0.1:9", SUPABASE_SERVICE_ROLE_KEY: "k" }), dir);
+    await expect(supabase.get("file:///not-supabase")).rejects.toThrow(/supabase/);
+  });
 });

@@ -1,9 +1,10 @@
 /**
  * Outgoing email over SMTP (nodemailer's pooled transport). One narrow interface, `Mailer`, so the
  * outbox does not know nodemailer; the SMTP URL (which carries credentials) never leaves this
- * file, and no error message it produces contains it.
+ * file, and no error message it produces contains it. nodemailer is loaded on the first send or
+ * verify, so a daemon without SMTP does not carry it (about 3 MB of heap).
  */
-import { createTransport } from "nodemailer";
+import type { Transporter } from "nodemailer";
 
 /** One rendered message. `messageId` is stable per notification: a resend carries the same one. */
 export interface OutgoingMail {
@@ -56,8 +57,33 @@ export interface SmtpOptions {
 const DEFAULT_TIMEOUT_MS = 30_000;
 
 export function createSmtpMailer(options: SmtpOptions): Mailer {
+  let transport: Promise<Transporter> | undefined;
+  const open = (): Promise<Transporter> => (transport ??= openTransport(options));
+  return {
+    async send(mail, signal) {
+      try {
+        await (await open()).sendMail({ from: options.from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html, messageId: mail.messageId, signal });
+      } catch (error) {
+        throw classify(error);
+      }
+    },
+    async verify() {
+      try {
+        await (await open()).verify();
+      } catch (error) {
+        throw classify(error);
+      }
+    },
+    close() {
+      void transport?.then((opened) => opened.close(), () => {});
+    },
+  };
+}
+
+async function openTransport(options: SmtpOptions): Promise<Transporter> {
+  const { createTransport } = await import("nodemailer");
   const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const transport = createTransport({
+  return createTransport({
     url: options.url,
     pool: true,
     maxConnections: options.maxConnections ?? 2,
@@ -66,25 +92,6 @@ export function createSmtpMailer(options: SmtpOptions): Mailer {
     socketTimeout: timeout,
     tls: { rejectUnauthorized: options.tlsRejectUnauthorized ?? true },
   });
-  return {
-    async send(mail, signal) {
-      try {
-        await transport.sendMail({ from: options.from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html, messageId: mail.messageId, signal });
-      } catch (error) {
-        throw classify(error);
-      }
-    },
-    async verify() {
-      try {
-        await transport.verify();
-      } catch (error) {
-        throw classify(error);
-      }
-    },
-    close() {
-      transport.close();
-    },
-  };
 }
 
 /** Maps a nodemailer error to a MailError; the message names the code and reply, never the URL. */
