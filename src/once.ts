@@ -1,5 +1,8 @@
-/** Wraps an async teardown so every call after the first returns the first call's promise. */
-export function once(fn: () => Promise<void>): () => Promise<void> {
-  let done: Promise<void> | undefined;
-  return () => (done ??= fn());
+/**
+ * Wraps an async function of no arguments so every call after the first returns the first call's
+ * promise (a teardown that runs once, a module loaded on first use).
+ */
+export function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let first: Promise<T> | undefined;
+  return () => (first ??= fn());
 }

@@ -4,6 +4,7 @@
  * bucket on first `put`). Callers run `cleanupStale` once at start-up, on the leader.
  */
 import type { Config } from "../../config.ts";
+import { once } from "../../once.ts";
 import { createLocalStore } from "./local.ts";
 import type { BackupStore, BackupStoreKind } from "./types.ts";
 
@@ -33,8 +34,7 @@ export function createBackupStore(config: Pick<Config, "backupStore" | "s3" | "s
  * its backups elsewhere does not hold the AWS SDK (about 5 MB of heap) or Supabase's client.
  */
 function loadedOnFirstUse(kind: BackupStoreKind, load: () => Promise<BackupStore>): BackupStore {
-  let store: Promise<BackupStore> | undefined;
-  const loaded = (): Promise<BackupStore> => (store ??= load());
+  const loaded = once(load);
   return {
     kind,
     put: async (key, body, signal) => (await loaded()).put(key, body, signal),
