@@ -57,7 +57,15 @@ export interface BillingSource {
 /** Placeholder for a Stripe customer without an email (`accounts.email` is required and unique). */
 export const placeholderEmail = (customerId: string): string => `${customerId.toLowerCase()}@stripe-customer.invalid`;
 
-export async function auditBilling(sql: Db, row: { accountId: string | null; instanceId?: string | null; action: string; details: Record<string, unknown> }): Promise<void> {
+/** One `billing` audit row: the account, the instance when there is one, what happened and its details. */
+export interface BillingAudit {
+  readonly accountId: string | null;
+  readonly instanceId?: string | null;
+  readonly action: string;
+  readonly details: Record<string, unknown>;
+}
+
+export async function auditBilling(sql: Db, row: BillingAudit): Promise<void> {
   await sql`
     insert into audit_logs (account_id, instance_id, action, action_category, details, actor)
     values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::text::jsonb, 'stripe')`;
@@ -125,9 +133,16 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
     insert into accounts (email, full_name, company_name, stripe_customer_id)
     values (${email}, ${c.fullName}, ${c.companyName}, ${c.customerId}) returning id`;
   const accountId = inserted[0]!.id;
-  await auditBilling(sql, { accountId, action: "account.created", details: { stripe_customer_id: c.customerId, email, ...sourceDetails(source) } });
+  await auditBilling(sql, accountCreatedAudit(accountId, c.customerId, email, source));
   return { accountId, change: "created" };
 }
+
+/** The audit row of an account created for a new Stripe customer. */
+export const accountCreatedAudit = (accountId: string, customerId: string, email: string, source: BillingSource): BillingAudit => ({
+  accountId,
+  action: "account.created",
+  details: { stripe_customer_id: customerId, email, ...sourceDetails(source) },
+});
 
 /** `customer.deleted` keeps everything and is audited once per customer. */
 async function auditCustomerDeleted(sql: Db, accountId: string, c: CustomerSnapshot, source: BillingSource): Promise<{ accountId: string; change: AccountChange }> {
@@ -256,19 +271,25 @@ const PROVISIONING_STATUSES: readonly SubscriptionStatus[] = ["trialing", "activ
 
 /** `provision_instance` for a trialing/active subscription with no live instance; returns the new id. */
 export async function ensureInstance(sql: Db, subscriptionId: string, status: SubscriptionStatus, options: SubscriptionWrite): Promise<string | null> {
-  if (!PROVISIONING_STATUSES.includes(status)) return null;
+  if (!wantsInstance(status)) return null;
   const live = await sql`select 1 from instances where subscription_id = ${subscriptionId} and status <> 'deprovisioned' limit 1`;
   if (live.length > 0) return null;
   const rows = await sql<{ id: string }[]>`select provision_instance(${subscriptionId}, '{}'::jsonb)::text as id`;
   const instanceId = rows[0]?.id ?? null;
-  await auditBilling(sql, {
-    accountId: options.accountId,
-    instanceId,
-    action: "instance.provision_requested",
-    details: { subscription_id: subscriptionId, status, ...sourceDetails(options.source) },
-  });
+  await auditBilling(sql, provisionRequestedAudit(subscriptionId, status, instanceId, options));
   return instanceId;
 }
+
+/** Whether a subscription in this status should have a live instance. */
+export const wantsInstance = (status: SubscriptionStatus): boolean => PROVISIONING_STATUSES.includes(status);
+
+/** The audit row of an instance requested for a trialing or active subscription. */
+export const provisionRequestedAudit = (subscriptionId: string, status: SubscriptionStatus, instanceId: string | null, options: Omit<SubscriptionWrite, "stateAt">): BillingAudit => ({
+  accountId: options.accountId,
+  instanceId,
+  action: "instance.provision_requested",
+  details: { subscription_id: subscriptionId, status, ...sourceDetails(options.source) },
+});
 
 /** The Stripe subscription ids of one customer that `subscriptions` holds. */
 export async function subscriptionIdsOfCustomer(sql: Db, customerId: string): Promise<string[]> {

@@ -243,11 +243,12 @@ export async function sameSecondSubscriptionEvents(
       and type like 'customer.subscription.%' and status in ('pending', 'processed', 'failed')`;
 }
 
-/** Makes a customer's parked events due now (its `customer.*` event has just been applied). */
-export async function wakeCustomer(sql: Db, customerId: string): Promise<void> {
+/** Makes the customers' parked events due now (their `customer.*` events have just been applied). */
+export async function wakeCustomers(sql: Db, customerIds: readonly string[]): Promise<void> {
+  if (customerIds.length === 0) return;
   await sql`
     update stripe_events set next_attempt_at = received_at
-    where status = 'pending' and customer_id = ${customerId} and next_attempt_at > received_at`;
+    where status = 'pending' and customer_id = any(${customerIds as string[]}::text[]) and next_attempt_at > received_at`;
 }
 
 /** The newest `created` in the inbox: the catch-up cursor (null when the inbox is empty). */

@@ -39,8 +39,11 @@ const readsPendingOfOneCustomer = (plan: string): void => {
   expect(plan).not.toMatch(/stripe_events_pending_idx|Seq Scan/);
 };
 
-test("waking a customer (wakeCustomer) reads only that customer's pending events", async () => {
-  const plan = await genericPlan("update stripe_events set next_attempt_at = received_at where status = 'pending' and customer_id = $1 and next_attempt_at > received_at", "'cus_1500'");
+test("waking customers (wakeCustomers) reads only their pending events", async () => {
+  const plan = await genericPlan(
+    "update stripe_events set next_attempt_at = received_at where status = 'pending' and customer_id = any($1::text[]) and next_attempt_at > received_at",
+    "array['cus_1500', 'cus_2500']",
+  );
   readsPendingOfOneCustomer(plan);
 });
 

@@ -14,7 +14,7 @@ import type Stripe from "stripe";
 
 import { type BillingSource, findAccountIdByCustomer, upsertAccountFromCustomer } from "../../state/billing.ts";
 import type { Db } from "../../state/sql.ts";
-import { type PendingEvent, wakeCustomer } from "../../state/stripe-events.ts";
+import { type PendingEvent, wakeCustomers } from "../../state/stripe-events.ts";
 import { classifyEventType, type CustomerSnapshot, HANDLED_EVENT_TYPES, mapCustomer, mapSubscription, type PriceTierMap, type SubscriptionSnapshot } from "./map.ts";
 import { applySubscription } from "./subscriptions.ts";
 
@@ -89,19 +89,16 @@ export const PAYLOAD_EVENT_TYPES: readonly string[] = HANDLED_EVENT_TYPES.filter
  * `customer.subscription.updated` Stripe sends with it, never through the invoice event alone.
  */
 export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers: PriceTierMap): Promise<PayloadOutcome> {
-  const object = (event.payload as { data?: { object?: unknown } } | null)?.data?.object;
-  const source: BillingSource = { via: "webhook-payload", eventId: event.id };
+  const source = payloadSource(event);
   switch (classifyEventType(event.type)) {
     case "customer": {
-      // `customer.deleted` carries the customer as it was (no `deleted` flag in the object).
-      const mapped = mapCustomer(object);
-      const customer = { ...mapped, deleted: mapped.deleted || event.type === "customer.deleted" };
+      const customer = customerOfEvent(event);
       const { change } = await upsertAccountFromCustomer(sql, customer, source);
-      await wakeCustomer(sql, customer.customerId);
+      await wakeCustomers(sql, [customer.customerId]);
       return { kind: "applied", detail: `account ${change}` };
     }
     case "subscription": {
-      const snap = mapSubscription(object, priceTiers);
+      const snap = subscriptionOfEvent(event, priceTiers);
       const accountId = await findAccountIdByCustomer(sql, snap.customerId);
       if (accountId === null) return { kind: "deferred", detail: `customer ${snap.customerId} not known yet: waiting for its customer event` };
       const applied = await applySubscription(sql, snap, { accountId, stateAt: event.created, guard: true, eventType: event.type, source });
@@ -115,3 +112,17 @@ export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers
       return { kind: "skipped", detail: "no state in this payload without an API key" };
   }
 }
+
+/** Where a write applied from an event's payload came from. */
+export const payloadSource = (event: PendingEvent): BillingSource => ({ via: "webhook-payload", eventId: event.id });
+
+const payloadObject = (event: PendingEvent): unknown => (event.payload as { data?: { object?: unknown } } | null)?.data?.object;
+
+/** The customer in a `customer.*` event; `customer.deleted` carries the customer as it was (no `deleted` flag in the object). */
+export function customerOfEvent(event: PendingEvent): CustomerSnapshot {
+  const mapped = mapCustomer(payloadObject(event));
+  return { ...mapped, deleted: mapped.deleted || event.type === "customer.deleted" };
+}
+
+/** The subscription in a `customer.subscription.*` event (throws for a price no tier has). */
+export const subscriptionOfEvent = (event: PendingEvent, priceTiers: PriceTierMap): SubscriptionSnapshot => mapSubscription(payloadObject(event), priceTiers);

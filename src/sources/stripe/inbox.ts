@@ -9,7 +9,9 @@
  * is never worked on twice at once, even across replicas; a customer's events are handled in
  * arrival order (`received_at`, then id). A batch costs five statements (begin, locks, events,
  * mark processed, commit) whatever its size, instead of five per customer, and its events are
- * applied without savepoints. If anything in a batch fails, its customers are retried one per
+ * applied without savepoints; in payload mode round by round, the new accounts and subscriptions
+ * of many customers in one statement each (apply-sets.ts: 40 sign-ups, 220 events, in 37
+ * statements instead of 473). If anything in a batch fails, its customers are retried one per
  * transaction at once with a savepoint per event, so one event's failure never holds up the
  * other events or customers.
  *
@@ -36,6 +38,7 @@ import {
   type PendingEvent,
 } from "../../state/stripe-events.ts";
 import { applyCustomerState, applyEventPayload, fetchCustomerState, PAYLOAD_EVENT_TYPES, payloadHasState, type StripeClient } from "./apply.ts";
+import { applyInRounds } from "./apply-sets.ts";
 import { eventTypeLabel, type PriceTierMap } from "./map.ts";
 import type { StripeEventResult, StripeMetrics } from "./metrics.ts";
 import type { StripeLogger } from "./webhook.ts";
@@ -50,7 +53,7 @@ export interface StripeInboxOptions {
   /**
    * Batches (transactions) worked on at once. Default: 4 in API mode, where each waits on the
    * Stripe API; 1 in payload mode, where one transaction already applies its customers side by
-   * side on its connection (processCustomersPipelined) and alone applies as fast as four (6,237
+   * side on its connection (processCustomersInRounds) and alone applies as fast as four (6,237
    * against 6,400 events/s for 10,000 sign-up events), while every further one took the other
    * core from the webhook's answers: bench webhook at 500/s, daemon p99 ÷ baseline p99 1.88
    * with 4 and 1.55 with 1 (interleaved rounds, same machine, back to back).
@@ -226,7 +229,7 @@ export class StripeInbox {
       outcomes.push({ event, result });
       if (result === "processed") processed.push(event.id);
     };
-    if (this.o.stripe === null && !isolated) await this.processCustomersPipelined(tx, locked, events, record);
+    if (this.o.stripe === null && !isolated) await this.processCustomersInRounds(tx, locked, events, record);
     else {
       for (const customer of locked) {
         const due = events.get(customer) ?? [];
@@ -239,18 +242,23 @@ export class StripeInbox {
   }
 
   /**
-   * Payload mode, first attempt: the customers' events are applied side by side on the
-   * transaction's one connection, each customer's in order. postgres.js sends the statements
-   * issued in the same turn in one write and Postgres runs them in that order, so a batch of N
-   * customers costs about as many round trips as one customer (their rows are distinct; where
-   * they are not, e.g. two customers with one email, the statement fails and the batch is
-   * retried isolated, one customer after the other). Every customer's chain has ended before
-   * this returns, so no statement is sent after the transaction ends.
+   * Payload mode, first attempt: the customers' events are applied round by round (apply-sets.ts),
+   * the new accounts and subscriptions of a round set-wise, the other events alone, side by side
+   * on the transaction's one connection: postgres.js sends the statements issued in the same turn
+   * in one write and Postgres runs them in that order. Their rows are distinct; where they are not
+   * (e.g. an existing customer taking the email of a new one), a statement fails and the batch is
+   * retried isolated, one customer after the other. Every statement has ended before this returns.
    */
-  private async processCustomersPipelined(tx: TransactionSql, customers: readonly string[], events: ReadonlyMap<string, PendingEvent[]>, record: Recorder): Promise<void> {
-    const settled = await Promise.allSettled(customers.map((customer) => this.processPayloads(tx, events.get(customer) ?? [], record, false)));
-    const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
-    if (failed) throw failed.reason;
+  private async processCustomersInRounds(tx: TransactionSql, customers: readonly string[], events: ReadonlyMap<string, PendingEvent[]>, record: Recorder): Promise<void> {
+    await applyInRounds(
+      tx,
+      customers.map((customer) => events.get(customer) ?? []),
+      {
+        priceTiers: this.o.priceTiers,
+        applied: (event, detail) => this.applied(event, "applied", detail, record),
+        applyAlone: (event) => this.processPayloads(tx, [event], record, false),
+      },
+    );
   }
 
   /** One re-read covers every pending event of the customer (a debounce). */
@@ -280,13 +288,17 @@ export class StripeInbox {
           await this.defer(tx, event, outcome.detail, record);
           continue;
         }
-        record(event, "processed");
-        this.o.logger.debug({ eventId: event.id, type: event.type, outcome: outcome.kind, detail: outcome.detail }, "stripe event applied");
+        this.applied(event, outcome.kind, outcome.detail, record);
       } catch (thrown) {
         if (!isolated) throw thrown;
         await this.fail(tx, event, coerceError(thrown), record);
       }
     }
+  }
+
+  private applied(event: PendingEvent, outcome: "applied" | "skipped", detail: string, record: Recorder): void {
+    record(event, "processed");
+    this.o.logger.debug({ eventId: event.id, type: event.type, outcome, detail }, "stripe event applied");
   }
 
   private async defer(tx: TransactionSql, event: PendingEvent, reason: string, record: Recorder): Promise<void> {

@@ -306,7 +306,7 @@ export function orderingDecision(
   return lifecycleRank(incoming.status, incoming.eventType) >= (stored.rank ?? lifecycleRank(stored.status)) ? "apply" : "stale";
 }
 
-type Change = { readonly old: string | boolean | null; readonly new: string | boolean | null };
+export type Change = { readonly old: string | boolean | null; readonly new: string | boolean | null };
 
 /** Field-by-field changes (JSON-friendly, for the audit row); empty when the snapshot changes nothing. */
 export function billingChanges(stored: StoredBilling | null, snap: SubscriptionSnapshot): Record<string, Change> {

@@ -4,10 +4,22 @@
  * active subscription without a live instance, the instance request. The SQL is in
  * src/state/billing.ts; the decisions are here, in the source that owns them.
  */
-import { auditBilling, type BillingSource, ensureInstance, insertSubscription, type LockedSubscription, lockSubscription, sourceDetails, type SubscriptionSnapshot, updateSubscription } from "../../state/billing.ts";
+import {
+  auditBilling,
+  type BillingAudit,
+  type BillingSource,
+  ensureInstance,
+  insertSubscription,
+  type LockedSubscription,
+  lockSubscription,
+  sourceDetails,
+  type StoredBilling,
+  type SubscriptionSnapshot,
+  updateSubscription,
+} from "../../state/billing.ts";
 import type { Db } from "../../state/sql.ts";
 import { sameSecondSubscriptionEvents } from "../../state/stripe-events.ts";
-import { billingChanges, type OrderingDecision, orderingDecision, storedRank } from "./map.ts";
+import { billingChanges, type Change, type OrderingDecision, orderingDecision, storedRank } from "./map.ts";
 
 export type SubscriptionApplyResult =
   | { readonly result: "created" | "updated" | "unchanged"; readonly subscriptionId: string; readonly instanceRequested: string | null }
@@ -42,22 +54,32 @@ export async function applySubscription(sql: Db, snap: SubscriptionSnapshot, opt
     result = Object.keys(changes).length === 0 ? "unchanged" : "updated";
     await updateSubscription(sql, stored.id, snap, options, result === "updated");
   }
-  if (result !== "unchanged") {
-    await auditBilling(sql, {
-      accountId: options.accountId,
-      action: `subscription.${result}`,
-      details: {
-        subscription_id: subscriptionId,
-        stripe_subscription_id: snap.stripeSubscriptionId,
-        status: { old: stored?.billing.status ?? null, new: snap.status },
-        tier: { old: stored?.billing.tier ?? null, new: snap.tier },
-        changes,
-        ...sourceDetails(options.source),
-      },
-    });
-  }
+  if (result !== "unchanged") await auditBilling(sql, subscriptionWrittenAudit(result, subscriptionId, stored?.billing ?? null, snap, changes, options));
   const instanceRequested = await ensureInstance(sql, subscriptionId, snap.status, options);
   return { result, subscriptionId, instanceRequested };
+}
+
+/** The audit row of a subscription created or updated from `stored` (null: none) to `snap`. */
+export function subscriptionWrittenAudit(
+  result: "created" | "updated",
+  subscriptionId: string,
+  stored: StoredBilling | null,
+  snap: SubscriptionSnapshot,
+  changes: Readonly<Record<string, Change>>,
+  options: { readonly accountId: string; readonly source: BillingSource },
+): BillingAudit {
+  return {
+    accountId: options.accountId,
+    action: `subscription.${result}`,
+    details: {
+      subscription_id: subscriptionId,
+      stripe_subscription_id: snap.stripeSubscriptionId,
+      status: { old: stored?.status ?? null, new: snap.status },
+      tier: { old: stored?.tier ?? null, new: snap.tier },
+      changes,
+      ...sourceDetails(options.source),
+    },
+  };
 }
 
 async function guardDecision(sql: Db, stored: LockedSubscription, snap: SubscriptionSnapshot, options: ApplySubscriptionOptions): Promise<OrderingDecision> {
