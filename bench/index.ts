@@ -5,6 +5,7 @@
 const BENCHMARKS: Record<string, () => Promise<{ run(argv: string[]): Promise<void> }>> = {
   api: () => import("./api.ts"),
   backup: () => import("./backup.ts"),
+  bursts: () => import("./bursts.ts"),
   chaos: () => import("./chaos.ts"),
   ssh: () => import("./ssh.ts"),
   scale: () => import("./scale.ts"),

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 
+import { splitBursts } from "../../bench/bursts.ts";
 import { summarize } from "../../bench/lib/open-loop.ts";
 
 describe("summarize (bench/lib/open-loop.ts)", () => {
@@ -19,5 +20,19 @@ describe("summarize (bench/lib/open-loop.ts)", () => {
   it("summarizes one phase as openLoop did", () => {
     const result = summarize([{ latenciesMs: [3, 1, 2, 4], errors: 0, seconds: 2 }]);
     expect(result).toEqual({ requests: 4, achieved: 2, p50Ms: 3, p99Ms: 4, maxMs: 4, errors: 0 });
+  });
+});
+
+describe("splitBursts (bench/bursts.ts)", () => {
+  it("pools the first second of every burst apart from the rest, and counts the slow answers", () => {
+    // Two bursts at 4/s over 2 s: the first four requests of each are its first second.
+    const bursts = [
+      { latenciesMs: [80, 60, 2, 2, 1, 1, 1, 1], errors: 1, seconds: 2 },
+      { latenciesMs: [3, 3, 3, 3, 1, 1, 1, 70], errors: 0, seconds: 2 },
+    ];
+    const result = splitBursts(bursts, 4);
+    expect(result.firstSecond).toEqual({ p50Ms: 3, p99Ms: 80, maxMs: 80, slow: 2 });
+    expect(result.rest).toEqual({ p50Ms: 1, p99Ms: 70, maxMs: 70, slow: 1 });
+    expect(result.errors).toBe(1);
   });
 });
