@@ -3,6 +3,7 @@ import { request } from "node:http";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
+import { payloadHasState } from "../../src/sources/stripe/apply.ts";
 import { eventObject } from "../../src/sources/stripe/objects.ts";
 import { createStripeWebhookHandler, type StripeLogger } from "../../src/sources/stripe/webhook.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -75,6 +76,33 @@ describe("POST /webhooks/stripe", () => {
     expect(row?.status).toBe("ignored");
     expect(row?.processed_at).toBeInstanceOf(Date);
     expect(await counterValue(server.registry, { type: "other", result: "ignored" })).toBe(1);
+  });
+
+  test("payload mode (actedOn: payloadHasState): an invoice is stored ignored at once and wakes no one; a customer event is pending and wakes the inbox", async () => {
+    let woken = 0;
+    const payloadMode = await startWebhookServer(db.sql, { actedOn: payloadHasState, onStored: () => void (woken += 1) });
+    try {
+      const invoice = makeEvent("invoice.payment_failed", { object: "invoice", customer: "cus_payload" });
+      const customer = makeEvent("customer.created");
+      for (const event of [invoice, customer]) {
+        const body = JSON.stringify(event);
+        const res = await fetch(payloadMode.url, { method: "POST", headers: { "content-type": "application/json", ...signed(body) }, body });
+        expect(res.status).toBe(200);
+      }
+      const rows = await db.sql<{ id: string; status: string; handled: boolean }[]>`
+        select id, status, processed_at is not null as handled from stripe_events where id in ${db.sql([invoice.id as string, customer.id as string])} order by id`;
+      expect(rows).toEqual(
+        [
+          { id: invoice.id, status: "ignored", handled: true },
+          { id: customer.id, status: "pending", handled: false },
+        ].sort((a, b) => String(a.id).localeCompare(String(b.id))),
+      );
+      expect(woken).toBe(1);
+      expect(await counterValue(payloadMode.registry, { type: "invoice.payment_failed", result: "ignored" })).toBe(1);
+      expect(await counterValue(payloadMode.registry, { type: "customer.created", result: "received" })).toBe(1);
+    } finally {
+      await payloadMode.close();
+    }
   });
 
   test("rotation: the old secret and the new one are both accepted, also as two v1 values", async () => {

@@ -87,6 +87,8 @@ export const PAYLOAD_EVENT_TYPES: readonly string[] = HANDLED_EVENT_TYPES.filter
  * Applies one event's own object. `invoice.*` and `checkout.session.completed` change nothing in
  * this mode: a failed payment moves the subscription to `past_due` through the
  * `customer.subscription.updated` Stripe sends with it, never through the invoice event alone.
+ * The webhook of a daemon in this mode stores them `ignored` (sources.ts); those stored pending
+ * otherwise (in API mode before a restart without the key) are skipped here.
  */
 export async function applyEventPayload(sql: Db, event: PendingEvent, priceTiers: PriceTierMap): Promise<PayloadOutcome> {
   const source = payloadSource(event);

@@ -332,8 +332,14 @@ export function billingChanges(stored: StoredBilling | null, snap: SubscriptionS
 const plain = (v: string | boolean | Date | null | undefined): string | boolean | null =>
   v instanceof Date ? v.toISOString() : (v ?? null);
 
-/** The inbox row of an event, for the webhook and the catch-up alike (pure). */
-export function inboxRow(event: StripeEventEnvelope, payloadJson: string): NewStripeEvent {
+/** Whether the inbox acts on events of a type in API mode: every handled type. */
+export const actedOnWithApi = (type: string): boolean => classifyEventType(type) !== "ignored";
+
+/**
+ * The inbox row of an event, for the webhook and the catch-up alike (pure): `pending` when the
+ * inbox acts on its type (`actedOn`, by default every handled type), else stored `ignored`.
+ */
+export function inboxRow(event: StripeEventEnvelope, payloadJson: string, actedOn: (type: string) => boolean = actedOnWithApi): NewStripeEvent {
   const keys = inboxKeys(event);
   return {
     id: event.id,
@@ -344,6 +350,6 @@ export function inboxRow(event: StripeEventEnvelope, payloadJson: string): NewSt
     apiVersion: event.api_version ?? null,
     livemode: event.livemode ?? null,
     payloadJson,
-    status: classifyEventType(event.type) === "ignored" ? "ignored" : "pending",
+    status: actedOn(event.type) ? "pending" : "ignored",
   };
 }

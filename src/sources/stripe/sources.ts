@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Sql } from "postgres";
 import Stripe from "stripe";
 
-import { describeMode, type StripeClient } from "./apply.ts";
+import { describeMode, payloadHasState, type StripeClient } from "./apply.ts";
 import { runCatchup, type StripeCatchupOptions } from "./catchup.ts";
 import { StripeInbox, type StripeInboxOptions } from "./inbox.ts";
 import { type InboxThreadConfig, startInboxThread } from "./inbox-thread.ts";
@@ -83,6 +83,7 @@ export function startStripeSources(deps: StripeSourcesDeps, signal: AbortSignal)
           metrics,
           logger,
           onStored: inbox.wake,
+          ...(stripe === null ? { actedOn: payloadHasState } : {}),
           ...(deps.config.dbRequestTimeoutMs === undefined ? {} : { requestTimeoutMs: deps.config.dbRequestTimeoutMs }),
         })
       : null;

@@ -5,7 +5,8 @@
  *
  * Answers
  * - 200 `{"received":true}` once the event is durably in `stripe_events`, also for a duplicate id
- *   (`"duplicate":true`, nothing written) and for a type the controller ignores (stored `ignored`).
+ *   (`"duplicate":true`, nothing written) and for a type the inbox does not act on (stored
+ *   `ignored`: types the controller does not handle, and in payload mode invoices and checkouts).
  * - 400 `{"error":...}`: missing or invalid `Stripe-Signature` (checked against every configured
  *   secret; its timestamp within 300 s of now, in the past as in the future), a verified body
  *   that is not an event, or an event Postgres can never store (storable.ts; or a data
@@ -27,7 +28,7 @@ import { loggableError, sqlState } from "../../errors.ts";
 import { isDatabaseTimeout } from "../../state/deadline.ts";
 import type { Db } from "../../state/sql.ts";
 import { isNeverStorable, StripeEventWriter } from "./event-writer.ts";
-import { classifyEventType, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./map.ts";
+import { actedOnWithApi, eventTypeLabel, inboxRow, type StripeEventEnvelope, stripeEventSchema } from "./map.ts";
 import type { StripeMetrics } from "./metrics.ts";
 import { unstorableReason } from "./storable.ts";
 
@@ -51,6 +52,12 @@ export interface StripeWebhookDeps {
   readonly requestTimeoutMs?: number;
   /** Called after a new pending event is stored (e.g. `inbox.wake`), so the worker need not poll. */
   readonly onStored?: () => void;
+  /**
+   * Whether the inbox acts on events of a type (default: every handled type, as in API mode).
+   * Payload mode passes `payloadHasState`: invoices and checkouts change nothing without an API
+   * key, so they are stored `ignored` at once instead of read and marked handled later.
+   */
+  readonly actedOn?: (type: string) => boolean;
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
@@ -69,7 +76,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   const now = deps.now ?? (() => new Date());
   const requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const writer = new StripeEventWriter({ sql: deps.sql, timeoutMs: requestTimeoutMs });
-  const resolved: ResolvedDeps = { ...deps, secrets, maxBodyBytes, now, writer };
+  const resolved: ResolvedDeps = { ...deps, secrets, maxBodyBytes, now, writer, actedOn: deps.actedOn ?? actedOnWithApi };
   return async (req, res) => {
     const started = process.hrtime.bigint();
     let answer: Answer;
@@ -91,7 +98,7 @@ export function createStripeWebhookHandler(deps: StripeWebhookDeps): (req: Incom
   };
 }
 
-type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date; writer: StripeEventWriter };
+type ResolvedDeps = StripeWebhookDeps & { secrets: readonly string[]; maxBodyBytes: number; now: () => Date; writer: StripeEventWriter; actedOn: (type: string) => boolean };
 
 async function answerRequest(req: IncomingMessage, deps: ResolvedDeps): Promise<Answer> {
   const { metrics } = deps;
@@ -158,9 +165,9 @@ function signedAt(header: string): number {
 
 async function store(event: StripeEventEnvelope, payloadJson: string, deps: ResolvedDeps): Promise<Answer> {
   const type = eventTypeLabel(event.type);
-  const ignored = classifyEventType(event.type) === "ignored";
+  const ignored = !deps.actedOn(event.type);
   try {
-    const inserted = await deps.writer.store(inboxRow(event, payloadJson));
+    const inserted = await deps.writer.store(inboxRow(event, payloadJson, deps.actedOn));
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();
