@@ -10,21 +10,16 @@
  * handler, over all cycles: the first second of the bursts (p50/p99/max, answers over 50 ms) and
  * the rest, and the daemon's first-second p99 ÷ the baseline's. `--json` prints the JSON alone.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
 
-import { loadConfig } from "../src/config.ts";
 import { type LoadSamples, round, summarize } from "./lib/open-loop.ts";
-import { type BenchPostgres, openBenchPostgres } from "./lib/pg.ts";
-import { type Endpoint, runLoadProcess, startBaseline, startDaemon } from "./lib/webhook-processes.ts";
+import { drainInbox, withWebhookPair } from "./lib/webhook-pair.ts";
+import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 
 const SECRET = "whsec_bench_bursts";
-const POOL_MAX = 6;
 const SLOW_MS = 50;
 
 interface Options {
@@ -67,23 +62,8 @@ function parse(argv: string[]): Options {
 
 export async function run(argv: string[]): Promise<void> {
   const options = parse(argv);
-  const dir = await mkdtemp(join(tmpdir(), "mindroom-bench-bursts-"));
-  const stops: Array<() => Promise<void>> = [];
-  let pg: BenchPostgres | undefined;
-  try {
-    pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
-    const db = await pg.createDatabase("bursts", { max: 1 });
-    const baseline = await startBaseline({ databaseUrl: db.url, secret: SECRET, poolMax: POOL_MAX });
-    stops.push(() => baseline.stop());
-    const daemon = await startDaemon({ databaseUrl: db.url, secret: SECRET, dir });
-    stops.push(() => daemon.stop());
-    const result = await measure(db.sql, { baseline, daemon }, options);
-    process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `${report(result, options)}\n`);
-  } finally {
-    for (const stop of stops.reverse()) await stop().catch((error: unknown) => process.stderr.write(`bench bursts: cleanup failed: ${String(error)}\n`));
-    await pg?.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  const result = await withWebhookPair({ label: "bursts", secret: SECRET }, ({ sql, baseline, daemon }) => measure(sql, { baseline, daemon }, options));
+  process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `${report(result, options)}\n`);
 }
 
 interface Measured {
@@ -97,7 +77,7 @@ async function measure(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint
   const bursts: Record<"baseline" | "daemon", LoadSamples[]> = { baseline: [], daemon: [] };
   for (let cycle = 0; cycle <= options.cycles; cycle++) {
     for (const name of ["baseline", "daemon"] as const) {
-      await drain(sql);
+      await drainInbox(sql);
       await sleep(options.quietSeconds * 1000);
       const samples = await runLoadProcess({ url: targets[name].url, rate: options.rate, seconds: options.burstSeconds, secret: SECRET });
       if (cycle > 0) bursts[name].push(samples);
@@ -118,17 +98,6 @@ export function splitBursts(bursts: readonly LoadSamples[], rate: number): Burst
   };
   const errors = bursts.reduce((sum, burst) => sum + burst.errors, 0);
   return { firstSecond: part((l) => l.slice(0, rate)), rest: part((l) => l.slice(rate)), errors };
-}
-
-const pendingCount = async (sql: Sql): Promise<number> => (await sql<{ n: number }[]>`select count(*)::int as n from public.stripe_events where status = 'pending'`)[0]!.n;
-
-/** Waits (at most 5 minutes) until the daemon's inbox has nothing pending. */
-async function drain(sql: Sql): Promise<void> {
-  const deadline = performance.now() + 300_000;
-  while ((await pendingCount(sql)) > 0) {
-    if (performance.now() > deadline) throw new Error("bench bursts: the daemon's inbox did not drain within 5 minutes of a burst");
-    await sleep(100);
-  }
 }
 
 function report(result: Measured, options: Options): string {

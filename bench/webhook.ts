@@ -18,24 +18,17 @@
  * last request was answered and how long it took to drain to zero. `--rounds 1` measures each
  * handler in one continuous phase. `--json` prints the JSON alone.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
 
-import { loadConfig } from "../src/config.ts";
 import { type LoadResult, type LoadSamples, round, summarize } from "./lib/open-loop.ts";
-import { type BenchPostgres, openBenchPostgres } from "./lib/pg.ts";
-import { type Endpoint, runLoadProcess, startBaseline, startDaemon } from "./lib/webhook-processes.ts";
+import { drainInbox, pendingCount, withWebhookPair } from "./lib/webhook-pair.ts";
+import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 
 const SECRET = "whsec_bench_webhook";
-/** The daemon's webhook pool (src/main.ts WEBHOOK_POOL_MAX); the baseline gets as many connections. */
-const WEBHOOK_POOL_MAX = 6;
 const WARMUP_RATE = 200;
-const DRAIN_LIMIT_MS = 300_000;
 /** Quiet time before each round, once the inbox has drained: the controller's last reconciles, autovacuum. */
 const SETTLE_MS = 2_000;
 
@@ -85,29 +78,14 @@ function parse(argv: string[]): Options {
 
 export async function run(argv: string[]): Promise<void> {
   const options = parse(argv);
-  const dir = await mkdtemp(join(tmpdir(), "mindroom-bench-webhook-"));
-  const stops: Array<() => Promise<void>> = [];
-  let pg: BenchPostgres | undefined;
-  try {
-    pg = await openBenchPostgres(loadConfig({ DATABASE_URL: process.env.DATABASE_URL }).databaseUrl);
-    const db = await pg.createDatabase("webhook", { max: 1 });
-    const baseline = await startBaseline({ databaseUrl: db.url, secret: SECRET, poolMax: WEBHOOK_POOL_MAX });
-    stops.push(() => baseline.stop());
-    const daemon = await startDaemon({ databaseUrl: db.url, secret: SECRET, dir, ...(options.cpuProfDir && { cpuProfDir: options.cpuProfDir }) });
-    stops.push(() => daemon.stop());
-    const results = await measureRates(db.sql, { baseline, daemon }, options);
-    process.stdout.write(options.json ? `${JSON.stringify({ rounds: options.rounds, rates: results })}\n` : `${report(results, options)}\n`);
-  } finally {
-    for (const stop of stops.reverse()) await stop().catch((error: unknown) => process.stderr.write(`bench webhook: cleanup failed: ${String(error)}\n`));
-    await pg?.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  const results = await withWebhookPair({ label: "webhook", secret: SECRET, cpuProfDir: options.cpuProfDir }, ({ sql, baseline, daemon }) => measureRates(sql, { baseline, daemon }, options));
+  process.stdout.write(options.json ? `${JSON.stringify({ rounds: options.rounds, rates: results })}\n` : `${report(results, options)}\n`);
 }
 
 async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, options: Options): Promise<RateResult[]> {
   if (options.warmupSeconds > 0) {
     for (const target of [targets.baseline, targets.daemon]) await runLoadProcess({ url: target.url, rate: WARMUP_RATE, seconds: options.warmupSeconds, secret: SECRET });
-    await drain(sql);
+    await drainInbox(sql);
   }
   const results: RateResult[] = [];
   for (const rate of options.rates) results.push(await measureRate(sql, targets, rate, options));
@@ -124,7 +102,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
     const watch = watchBacklog(sql);
     daemon.push(await runLoadProcess({ ...request, url: targets.daemon.url }));
     const { maxPending, pendingAtEnd } = await watch.stop();
-    backlogs.push({ maxPending, pendingAtEnd, drainSeconds: await drain(sql) });
+    backlogs.push({ maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) });
   };
   const baselineRound = async (): Promise<void> => void baseline.push(await runLoadProcess({ ...request, url: targets.baseline.url }));
   for (let i = 0; i < options.rounds; i++) {
@@ -147,8 +125,6 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
 
 const latency = (r: LoadResult): Latency => ({ achieved: r.achieved, p50Ms: r.p50Ms, p99Ms: r.p99Ms, maxMs: r.maxMs, errors: r.errors });
 
-const pendingCount = async (sql: Sql): Promise<number> => (await sql<{ n: number }[]>`select count(*)::int as n from public.stripe_events where status = 'pending'`)[0]!.n;
-
 /** Samples the pending backlog each second until stopped. */
 function watchBacklog(sql: Sql): { stop(): Promise<{ maxPending: number; pendingAtEnd: number }> } {
   let maxPending = 0;
@@ -167,17 +143,6 @@ function watchBacklog(sql: Sql): { stop(): Promise<{ maxPending: number; pending
       return { maxPending: Math.max(maxPending, pendingAtEnd), pendingAtEnd };
     },
   };
-}
-
-/** Waits until the daemon's inbox worker has nothing pending; returns how long that took. */
-async function drain(sql: Sql): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    const pending = await pendingCount(sql);
-    if (pending === 0) return round((performance.now() - started) / 1000);
-    if (performance.now() - started > DRAIN_LIMIT_MS) throw new Error(`the daemon's inbox still had ${pending} pending events ${DRAIN_LIMIT_MS / 1000} s after the load stopped`);
-    await sleep(100);
-  }
 }
 
 function report(results: RateResult[], options: Options): string {
