@@ -1,7 +1,7 @@
 /**
  * Set-wise forms of billing.ts's writes, for the inbox worker's batches: one statement for many
- * customers or subscriptions instead of one each, writing the same rows and audit entries as the
- * one-at-a-time forms. Rows go in as one JSON array (`jsonb_to_recordset`), so the statement and
+ * customers or subscriptions instead of one each. billing.ts's one-at-a-time forms call these
+ * with one row, so both write the same columns and audit entries. Rows go in as one JSON array (`jsonb_to_recordset`), so the statement and
  * its parameters are the same whatever the number of rows.
  *
  * They cover what is new: an account for a customer whose email no account has, a subscription
@@ -10,7 +10,7 @@
  * billing.ts one at a time. A row that is not new after all (another writer got there first)
  * fails the statement on a unique constraint, never overwrites.
  */
-import type { BillingAudit, SubscriptionSnapshot } from "./billing.ts";
+import type { BillingAudit, SubscriptionSnapshot } from "./billing-types.ts";
 import type { Db } from "./sql.ts";
 
 /** The accounts of the Stripe customers that have one (first customers and later ones alike). */
@@ -105,8 +105,9 @@ export async function storedSubscriptionIds(sql: Db, stripeSubscriptionIds: read
 }
 
 /**
- * `provision_instance` for each of the subscriptions, none of which has a live instance (they were
- * inserted in this transaction); returns subscription id → the new instance's id.
+ * `provision_instance` for each of the subscriptions, none of which has a live instance (the
+ * caller checked, or inserted them in this transaction); returns subscription id → the new
+ * instance's id.
  */
 export async function provisionInstances(sql: Db, subscriptionIds: readonly string[]): Promise<Map<string, string | null>> {
   if (subscriptionIds.length === 0) return new Map();

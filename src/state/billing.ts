@@ -10,65 +10,17 @@
  * writes no audit row (only `stripe_synced_at`).
  */
 import type { SubscriptionStatus, Tier } from "../reconciler/types.ts";
+import { auditBillingRows, insertAccounts, insertSubscriptions, provisionInstances } from "./billing-sets.ts";
+import type { BillingAudit, BillingSource, CustomerSnapshot, StoredBilling, SubscriptionSnapshot } from "./billing-types.ts";
 import type { Db } from "./sql.ts";
 
-/** What `subscriptions` should hold for one Stripe subscription. */
-export interface SubscriptionSnapshot {
-  readonly stripeSubscriptionId: string;
-  readonly customerId: string;
-  readonly priceId: string;
-  readonly tier: Tier;
-  readonly status: SubscriptionStatus;
-  readonly currentPeriodStart: Date | null;
-  readonly currentPeriodEnd: Date | null;
-  readonly cancelAtPeriodEnd: boolean;
-  readonly canceledAt: Date | null;
-  readonly trialEndsAt: Date | null;
-}
-
-/** What `accounts` should hold for one Stripe customer. */
-export interface CustomerSnapshot {
-  readonly customerId: string;
-  readonly email: string | null;
-  readonly fullName: string | null;
-  readonly companyName: string | null;
-  /** `customer.deleted` (or a retrieve answering `deleted: true`): the account is kept, see upsertAccountFromCustomer. */
-  readonly deleted: boolean;
-}
-
-/** The billing columns of a stored subscription, as compared with a snapshot. */
-export interface StoredBilling {
-  readonly status: SubscriptionStatus;
-  readonly tier: Tier;
-  readonly priceId: string | null;
-  readonly currentPeriodStart: Date | null;
-  readonly currentPeriodEnd: Date | null;
-  readonly cancelAtPeriodEnd: boolean;
-  readonly canceledAt: Date | null;
-  readonly trialEndsAt: Date | null;
-}
-
-/** Where a write came from, for the audit trail. */
-export interface BillingSource {
-  readonly via: "webhook-payload" | "stripe-api";
-  readonly eventId: string | null;
-}
+export type { BillingAudit, BillingSource, CustomerSnapshot, StoredBilling, SubscriptionSnapshot } from "./billing-types.ts";
 
 /** Placeholder for a Stripe customer without an email (`accounts.email` is required and unique). */
 export const placeholderEmail = (customerId: string): string => `${customerId.toLowerCase()}@stripe-customer.invalid`;
 
-/** One `billing` audit row: the account, the instance when there is one, what happened and its details. */
-export interface BillingAudit {
-  readonly accountId: string | null;
-  readonly instanceId?: string | null;
-  readonly action: string;
-  readonly details: Record<string, unknown>;
-}
-
 export async function auditBilling(sql: Db, row: BillingAudit): Promise<void> {
-  await sql`
-    insert into audit_logs (account_id, instance_id, action, action_category, details, actor)
-    values (${row.accountId}, ${row.instanceId ?? null}, ${row.action}, 'billing', ${JSON.stringify(row.details)}::text::jsonb, 'stripe')`;
+  await auditBillingRows(sql, [row]);
 }
 
 /** The account of a Stripe customer (its first customer or any later one: `stripe_customers`). */
@@ -129,10 +81,8 @@ export async function upsertAccountFromCustomer(sql: Db, c: CustomerSnapshot, so
     await auditBilling(sql, { accountId: match.id, action: "account.linked", details: { stripe_customer_id: c.customerId, ...sourceDetails(source) } });
     return { accountId: match.id, change: "linked" };
   }
-  const inserted = await sql<{ id: string }[]>`
-    insert into accounts (email, full_name, company_name, stripe_customer_id)
-    values (${email}, ${c.fullName}, ${c.companyName}, ${c.customerId}) returning id`;
-  const accountId = inserted[0]!.id;
+  const inserted = await insertAccounts(sql, [{ customerId: c.customerId, email, fullName: c.fullName, companyName: c.companyName }]);
+  const accountId = inserted.get(c.customerId)!;
   await auditBilling(sql, accountCreatedAudit(accountId, c.customerId, email, source));
   return { accountId, change: "created" };
 }
@@ -237,15 +187,8 @@ export interface SubscriptionWrite {
 }
 
 export async function insertSubscription(sql: Db, snap: SubscriptionSnapshot, options: SubscriptionWrite): Promise<string> {
-  const rows = await sql<{ id: string }[]>`
-    insert into subscriptions (account_id, stripe_subscription_id, stripe_price_id, tier, status,
-      trial_ends_at, current_period_start, current_period_end, cancel_at_period_end, canceled_at,
-      stripe_synced_at, stripe_state_at)
-    values (${options.accountId}, ${snap.stripeSubscriptionId}, ${snap.priceId}, ${snap.tier}, ${snap.status},
-      ${snap.trialEndsAt}, ${snap.currentPeriodStart}, ${snap.currentPeriodEnd}, ${snap.cancelAtPeriodEnd},
-      ${snap.canceledAt}, now(), ${options.stateAt})
-    returning id`;
-  return rows[0]!.id;
+  const inserted = await insertSubscriptions(sql, [{ snap, accountId: options.accountId, stateAt: options.stateAt }]);
+  return inserted.get(snap.stripeSubscriptionId)!;
 }
 
 /** `stripe_state_at` only moves forward, so a snapshot never makes the guard accept older payloads. */
@@ -274,8 +217,7 @@ export async function ensureInstance(sql: Db, subscriptionId: string, status: Su
   if (!wantsInstance(status)) return null;
   const live = await sql`select 1 from instances where subscription_id = ${subscriptionId} and status <> 'deprovisioned' limit 1`;
   if (live.length > 0) return null;
-  const rows = await sql<{ id: string }[]>`select provision_instance(${subscriptionId}, '{}'::jsonb)::text as id`;
-  const instanceId = rows[0]?.id ?? null;
+  const instanceId = (await provisionInstances(sql, [subscriptionId])).get(subscriptionId) ?? null;
   await auditBilling(sql, provisionRequestedAudit(subscriptionId, status, instanceId, options));
   return instanceId;
 }

@@ -165,9 +165,10 @@ function signedAt(header: string): number {
 
 async function store(event: StripeEventEnvelope, payloadJson: string, deps: ResolvedDeps): Promise<Answer> {
   const type = eventTypeLabel(event.type);
-  const ignored = !deps.actedOn(event.type);
+  const row = inboxRow(event, payloadJson, deps.actedOn);
+  const ignored = row.status === "ignored";
   try {
-    const inserted = await deps.writer.store(inboxRow(event, payloadJson, deps.actedOn));
+    const inserted = await deps.writer.store(row);
     const result = !inserted ? "duplicate" : ignored ? "ignored" : "received";
     deps.metrics.events.inc({ type, result });
     if (inserted && !ignored) deps.onStored?.();
