@@ -91,7 +91,7 @@ async function measure(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint
 /** The bursts' first seconds (the first `rate` requests of each, by due time) and the rest, each pooled. */
 export function splitBursts(bursts: readonly LoadSamples[], rate: number): BurstResult {
   const part = (pick: (latencies: readonly number[]) => readonly number[]): Part => {
-    const phases = bursts.map((burst) => ({ latenciesMs: pick(burst.latenciesMs), errors: 0, seconds: 1 }));
+    const phases = bursts.map((burst) => ({ latenciesMs: pick(burst.latenciesMs), sendLagsMs: pick(burst.sendLagsMs), errors: 0, seconds: 1 }));
     const summary = summarize(phases);
     const slow = phases.reduce((sum, phase) => sum + phase.latenciesMs.filter((ms) => ms > SLOW_MS).length, 0);
     return { p50Ms: summary.p50Ms, p99Ms: summary.p99Ms, maxMs: summary.maxMs, slow };

@@ -13,6 +13,11 @@ export interface LoadResult {
   readonly maxMs: number;
   /** Unsuccessful answers, transport errors and timeouts. */
   readonly errors: number;
+  /**
+   * The generator's own delay at p99: from a request's due time until the generator started it.
+   * It is part of every latency above; a large one says the figures measure the generator too.
+   */
+  readonly sendLagP99Ms: number;
 }
 
 /**
@@ -22,26 +27,48 @@ export interface LoadResult {
  */
 export interface LoadSamples {
   readonly latenciesMs: readonly number[];
+  /** Per request, as `latenciesMs`: from its due time until the generator called `send`. */
+  readonly sendLagsMs: readonly number[];
   readonly errors: number;
   readonly seconds: number;
 }
 
-/** Sends `rate × seconds` requests with `send(i)`, which resolves true for a successful answer. */
-export async function openLoop(rate: number, seconds: number, send: (i: number) => Promise<boolean>): Promise<LoadResult> {
-  return summarize([await openLoopSamples(rate, seconds, send)]);
+export interface OpenLoopOptions {
+  /**
+   * Seconds sent at the same rate just before the measured ones, continuing into them, and not
+   * measured: the generator's code is compiled and its connections open when measuring starts,
+   * so a phase measures the server's steady state, not a fresh generator process (default 0).
+   */
+  readonly leadInSeconds?: number;
 }
 
-/** `openLoop`, answering the samples themselves. */
-export async function openLoopSamples(rate: number, seconds: number, send: (i: number) => Promise<boolean>): Promise<LoadSamples> {
-  const total = Math.max(1, Math.round(rate * seconds));
-  const latencies: number[] = new Array<number>(total);
+/** Sends `rate × seconds` requests with `send(i)`, which resolves true for a successful answer. */
+export async function openLoop(rate: number, seconds: number, send: (i: number) => Promise<boolean>, options: OpenLoopOptions = {}): Promise<LoadResult> {
+  return summarize([await openLoopSamples(rate, seconds, send, options)]);
+}
+
+/**
+ * `openLoop`, answering the samples themselves. With a lead-in, `send` is called with 0, 1, ...
+ * for the lead-in's requests first; the samples (and `errors`, and `seconds` from the first
+ * measured due time) cover the measured requests only, which `send` sees as the later indexes.
+ */
+export async function openLoopSamples(rate: number, seconds: number, send: (i: number) => Promise<boolean>, options: OpenLoopOptions = {}): Promise<LoadSamples> {
+  const measured = Math.max(1, Math.round(rate * seconds));
+  const leadIn = Math.max(0, Math.round(rate * (options.leadInSeconds ?? 0)));
+  const total = leadIn + measured;
+  const latencies: number[] = new Array<number>(measured);
+  const sendLags: number[] = new Array<number>(measured);
   let errors = 0;
   let lastAnswer = 0;
+  const round3 = (ms: number): number => Math.round(ms * 1000) / 1000;
   const one = async (i: number, due: number): Promise<void> => {
+    const sentAt = performance.now();
     const ok = await send(i).catch(() => false);
+    if (i < leadIn) return;
     if (!ok) errors += 1;
     lastAnswer = performance.now();
-    latencies[i] = Math.round((lastAnswer - due) * 1000) / 1000;
+    latencies[i - leadIn] = round3(lastAnswer - due);
+    sendLags[i - leadIn] = round3(sentAt - due);
   };
   const pending: Promise<void>[] = [];
   const start = performance.now();
@@ -56,7 +83,8 @@ export async function openLoopSamples(rate: number, seconds: number, send: (i: n
     tick();
   });
   await Promise.all(pending);
-  return { latenciesMs: latencies, errors, seconds: (lastAnswer - start) / 1000 };
+  const measuredStart = start + (leadIn * 1000) / rate;
+  return { latenciesMs: latencies, sendLagsMs: sendLags, errors, seconds: (lastAnswer - measuredStart) / 1000 };
 }
 
 /** One result for the phases together: percentiles over all their requests, achieved = successes ÷ the phases' time. */
@@ -65,8 +93,9 @@ export function summarize(phases: readonly LoadSamples[]): LoadResult {
   const total = latencies.length;
   const errors = phases.reduce((sum, phase) => sum + phase.errors, 0);
   const seconds = phases.reduce((sum, phase) => sum + phase.seconds, 0);
-  const at = (q: number): number => round(latencies[Math.min(total - 1, Math.floor(total * q))]!);
-  return { requests: total, achieved: round((total - errors) / seconds), p50Ms: at(0.5), p99Ms: at(0.99), maxMs: round(latencies[total - 1]!), errors };
+  const sendLags = Float64Array.from(phases.flatMap((phase) => phase.sendLagsMs)).sort();
+  const at = (sorted: Float64Array, q: number): number => round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
+  return { requests: total, achieved: round((total - errors) / seconds), p50Ms: at(latencies, 0.5), p99Ms: at(latencies, 0.99), maxMs: round(latencies[total - 1]!), errors, sendLagP99Ms: at(sendLags, 0.99) };
 }
 
 export const round = (v: number): number => Math.round(v * 100) / 100;

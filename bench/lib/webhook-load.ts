@@ -2,7 +2,7 @@
  * The webhook benchmark's load generator, in a process of its own (forked by bench/webhook.ts) so
  * that it never shares an event loop with a server it measures.
  *
- * Open loop at a fixed rate (open-loop.ts). Each
+ * Open loop at a fixed rate (open-loop.ts), after an optional unmeasured lead-in. Each
  * request is a distinct event (StripeSim sign-ups whose first payment fails: customer,
  * subscription and invoice events that the inbox worker applies in full, without asking the
  * controller to provision anything), signed just before it is sent. undici's Pool keeps the
@@ -20,6 +20,8 @@ export interface LoadRequest {
   readonly rate: number;
   readonly seconds: number;
   readonly secret: string;
+  /** Unmeasured seconds at `rate` before the measured ones (open-loop.ts `leadInSeconds`). */
+  readonly leadInSeconds?: number;
 }
 
 export type { LoadSamples };
@@ -59,7 +61,7 @@ export async function runLoad(request: LoadRequest): Promise<LoadSamples> {
       const res = await pool.request({ path: url.pathname, method: "POST", headers: { "content-type": "application/json", "stripe-signature": signature }, body });
       await res.body.dump();
       return res.statusCode === 200;
-    });
+    }, { leadInSeconds: request.leadInSeconds ?? 0 });
   } finally {
     await pool.close();
   }
