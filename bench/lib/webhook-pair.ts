@@ -1,7 +1,8 @@
 /**
  * The daemon and the minimal baseline handler side by side on one fresh database, for the
- * benchmarks that compare them (webhook.ts, bursts.ts): both started, handed to `measure`, and
- * stopped with the database whatever happens. Also the daemon's inbox backlog, which both read.
+ * benchmarks that compare them (webhook.ts, bursts.ts): both started, put with Postgres behind
+ * the load generators for the CPU (priority.ts), handed to `measure`, and stopped with the
+ * database whatever happens. Also the daemon's inbox backlog, which both read.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,11 +13,14 @@ import type { Sql } from "postgres";
 
 import { loadConfig } from "../../src/config.ts";
 import { type BenchPostgres, openBenchPostgres } from "./pg.ts";
+import { lowerDescendants } from "./priority.ts";
 import { type Endpoint, startBaseline, startDaemon } from "./webhook-processes.ts";
 
 /** The daemon's webhook pool (src/main.ts WEBHOOK_POOL_MAX); the baseline gets as many connections. */
 const WEBHOOK_POOL_MAX = 6;
 const DRAIN_LIMIT_MS = 300_000;
+/** Nice steps between the load generators and what they measure (priority.ts). */
+const SERVER_NICE_STEPS = 5;
 
 export interface WebhookPair {
   /** The database both store into (DATABASE_URL's server, or an embedded one). */
@@ -36,6 +40,8 @@ export async function withWebhookPair<T>(options: { label: string; secret: strin
     stops.push(() => baseline.stop());
     const daemon = await startDaemon({ databaseUrl: db.url, secret: options.secret, dir, ...(options.cpuProfDir && { cpuProfDir: options.cpuProfDir }) });
     stops.push(() => daemon.stop());
+    // Before any generator is forked: Postgres, the daemon and the baseline yield the CPU to them.
+    if (lowerDescendants(SERVER_NICE_STEPS) === 0) process.stderr.write(`bench ${options.label}: could not lower the servers' priority; the generator competes with them for the CPU\n`);
     return await measure({ sql: db.sql, baseline, daemon });
   } finally {
     for (const stop of stops.reverse()) await stop().catch((error: unknown) => process.stderr.write(`bench ${options.label}: cleanup failed: ${String(error)}\n`));
