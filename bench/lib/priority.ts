@@ -10,9 +10,8 @@
  * from /proc); elsewhere, or where a priority cannot be changed, it changes nothing and says so.
  */
 import { readdirSync, readFileSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
 
-const MAX_NICE = 19;
+import { lowerPriority } from "../../src/nice.ts";
 
 /** Lowers the priority of every descendant of this process; answers how many threads it moved. */
 export function lowerDescendants(steps: number): number {
@@ -20,7 +19,7 @@ export function lowerDescendants(steps: number): number {
   for (const pid of descendantsOf(process.pid)) {
     for (const tid of threadsOf(pid)) {
       try {
-        setPriority(tid, Math.min(MAX_NICE, getPriority(tid) + steps));
+        lowerPriority(tid, steps);
         moved += 1;
       } catch {
         // Gone meanwhile, or not ours to change.

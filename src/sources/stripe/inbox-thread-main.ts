@@ -5,12 +5,12 @@
  * until the daemon sends `stop`, then flushes, closes its pool and ends.
  */
 import { readFileSync, readlinkSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 
+import { lowerPriority } from "../../nice.ts";
 import { connect } from "../../state/db.ts";
 import { defaultConcurrency, StripeInbox } from "./inbox.ts";
 import type { InboxThreadCommand, InboxThreadConfig, InboxThreadMessage } from "./inbox-thread.ts";
@@ -18,8 +18,6 @@ import { INBOX_THREAD_NICE, METRICS_FLUSH_MS } from "./inbox-thread.ts";
 import { createStripeMetrics, type StripeMetrics } from "./metrics.ts";
 import { createStripeClient } from "./sources.ts";
 import type { StripeLogger } from "./webhook.ts";
-
-const MAX_NICE = 19;
 
 /**
  * This thread yields the CPU to the daemon's request thread: Linux keeps a nice value per thread
@@ -30,15 +28,10 @@ const MAX_NICE = 19;
  */
 function yieldToRequests(): void {
   try {
-    lowerPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()));
+    lowerPriority(Number(readlinkSync("/proc/thread-self").split("/").pop()), INBOX_THREAD_NICE);
   } catch {
     // Not Linux, or the priority cannot be changed here: run at the daemon's.
   }
-}
-
-/** Moves a thread or process `INBOX_THREAD_NICE` nice steps down (at most to 19); throws when not permitted. */
-function lowerPriority(id: number): void {
-  setPriority(id, Math.min(MAX_NICE, getPriority(id) + INBOX_THREAD_NICE));
 }
 
 yieldToRequests();
@@ -110,7 +103,7 @@ function sessionPrioritizer(sql: Sql, applicationName: string): () => Promise<vo
     for (const { pid } of local) {
       if (seen.has(pid)) continue;
       try {
-        lowerPriority(pid);
+        lowerPriority(pid, INBOX_THREAD_NICE);
       } catch {
         // Another user's process: left as it is.
       }
