@@ -108,6 +108,17 @@ describe("generation and reconcile notifications", () => {
     expect(await notificationsOf(() => db.sql`delete from instances where id = ${c!.instanceId}`)).toEqual([c!.subscriptionId]);
   });
 
+  test("a subscription born incomplete notifies nothing until its status first changes", async () => {
+    let c: Awaited<ReturnType<typeof createCustomer>> | undefined;
+    expect(await notificationsOf(async () => (c = await createCustomer(db.sql, { tier: "starter", status: "incomplete" })))).toEqual([]);
+    expect(await notificationsOf(() => db.sql`update subscriptions set stripe_synced_at = now() where id = ${c!.subscriptionId}`)).toEqual([]);
+    expect(await notificationsOf(() => db.sql`update subscriptions set status = 'active' where id = ${c!.subscriptionId}`)).toEqual([c!.subscriptionId]);
+    for (const status of ["trialing", "past_due", "incomplete_expired", "canceled"]) {
+      let other: Awaited<ReturnType<typeof createCustomer>> | undefined;
+      expect(await notificationsOf(async () => (other = await createCustomer(db.sql, { status })))).toEqual([other!.subscriptionId]);
+    }
+  });
+
   test("deprovisioned instances are not bumped by subscription changes; generation never decreases", async () => {
     const x = await fixture();
     await db.sql`update instances set status = 'deprovisioned' where id = ${x.inst}`;
