@@ -7,17 +7,20 @@
  * it (routing, logging at info to a file, metrics, its inbox worker and controller running), the
  * baseline is bench/lib/webhook-baseline.ts (verify with stripe-node, insert ON CONFLICT DO
  * NOTHING, answer). For each rate, a load generator in another process (bench/lib/webhook-load.ts)
- * sends distinct, validly signed events open-loop, `--duration` seconds (default 60) to each
- * handler, in `--rounds` interleaved rounds (default 6: baseline then daemon, daemon then
- * baseline, ...), so that both meet the same machine: on a shared 2-core host the p99 of the
- * same handler drifts by ±25% from one minute to the next, more than the difference measured.
+ * sends distinct, validly signed events open-loop, `--duration` seconds (default 120) to each
+ * handler, in `--rounds` interleaved rounds (default 2, so 60 s each: baseline, daemon, daemon,
+ * baseline), so that both meet the same machine: on a shared 2-core host the p99 of the same
+ * handler drifts by ±25% from one minute to the next. Rounds are long so that each holds the
+ * upkeep its own writes bring on while it runs (autovacuum visits a database once a minute).
  * Each round's generator first sends `LEAD_IN_SECONDS` at the rate unmeasured, then measures.
- * Before a baseline round the daemon's inbox has drained, so the baseline never runs beside the
- * daemon's work, and every round starts after `SETTLE_MS` of quiet. Reported per rate, over all rounds of a handler: achieved rate, p50/p99/max
- * latency from the moment each request was due, errors, the generator's own send lag at p99, and daemon p99 ÷ baseline p99; and the
- * daemon's inbox in its worst round: the largest pending backlog, the backlog when the round's
- * last request was answered and how long it took to drain to zero. `--rounds 1` measures each
- * handler in one continuous phase. `--json` prints the JSON alone.
+ * After each round the daemon's inbox drains and the upkeep the round left due is done
+ * (webhook-pair.ts finishUpkeep), so that no round runs beside the work of the one before, and
+ * every round starts after `SETTLE_MS` of quiet. Reported per rate, over all rounds of a handler:
+ * achieved rate, p50/p99/max latency from the moment each request was due, errors, the
+ * generator's own send lag at p99, and daemon p99 ÷ baseline p99; the daemon's inbox in its worst
+ * round: the largest pending backlog, the backlog when the round's last request was answered and
+ * how long it took to drain to zero; and each round's p99 and upkeep, in the order run.
+ * `--rounds 1` measures each handler in one continuous phase. `--json` prints the JSON alone.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -25,7 +28,7 @@ import { parseArgs } from "node:util";
 import type { Sql } from "postgres";
 
 import { type LoadResult, type LoadSamples, round, summarize } from "./lib/open-loop.ts";
-import { drainInbox, pendingCount, withWebhookPair } from "./lib/webhook-pair.ts";
+import { drainInbox, finishUpkeep, pendingCount, withWebhookPair } from "./lib/webhook-pair.ts";
 import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 
 const SECRET = "whsec_bench_webhook";
@@ -62,12 +65,27 @@ export interface InboxBacklog {
   readonly drainSeconds: number;
 }
 
+type Handler = "baseline" | "daemon";
+
+/** One round, in the order run: a rate's pooled p99 is decided by its worst rounds, so each is shown. */
+export interface RoundResult {
+  readonly handler: Handler;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  readonly errors: number;
+  /** The daemon's rounds: its inbox during the round. */
+  readonly inbox?: InboxBacklog;
+  /** Seconds the upkeep the round left due took after it (and after the inbox's drain): webhook-pair.ts finishUpkeep. */
+  readonly upkeepSeconds: number;
+}
+
 export interface RateResult {
   readonly rate: number;
   readonly daemon: Latency;
   readonly baseline: Latency;
   readonly p99Ratio: number;
   readonly inbox: InboxBacklog;
+  readonly byRound: readonly RoundResult[];
 }
 
 function parse(argv: string[]): Options {
@@ -77,10 +95,10 @@ function parse(argv: string[]): Options {
   });
   const rates = (values.rates ?? "500,2000").split(",").map(Number);
   if (rates.some((rate) => !Number.isInteger(rate) || rate < 1)) throw new Error(`bench webhook: --rates must be positive integers separated by commas, got ${values.rates}`);
-  const seconds = Number(values.duration ?? 60);
+  const seconds = Number(values.duration ?? 120);
   const warmupSeconds = Number(values.warmup ?? 5);
   if (!(seconds > 0) || !(warmupSeconds >= 0)) throw new Error("bench webhook: --duration must be > 0 and --warmup >= 0 (seconds)");
-  const rounds = Number(values.rounds ?? 6);
+  const rounds = Number(values.rounds ?? 2);
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`bench webhook: --rounds must be a positive integer, got ${values.rounds}`);
   return { rates, seconds, rounds, warmupSeconds, cpuProfDir: values["cpu-prof"], json: values.json ?? false };
 }
@@ -96,6 +114,7 @@ async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: End
     for (const target of [targets.baseline, targets.daemon]) await runLoadProcess({ url: target.url, rate: WARMUP_RATE, seconds: options.warmupSeconds, secret: SECRET });
     await drainInbox(sql);
   }
+  await finishUpkeep(sql); // the migrations' and the warm-up's
   const results: RateResult[] = [];
   for (const rate of options.rates) results.push(await measureRate(sql, targets, rate, options));
   return results;
@@ -104,24 +123,30 @@ async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: End
 /** `options.rounds` rounds of both handlers, their order alternating; the inbox drains after each daemon round. */
 async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, rate: number, options: Options): Promise<RateResult> {
   const request = { rate, seconds: options.seconds / options.rounds, secret: SECRET, leadInSeconds: LEAD_IN_SECONDS };
-  const baseline: LoadSamples[] = [];
-  const daemon: LoadSamples[] = [];
+  const samples: Record<Handler, LoadSamples[]> = { baseline: [], daemon: [] };
+  const rounds: RoundResult[] = [];
   const backlogs: InboxBacklog[] = [];
-  const daemonRound = async (): Promise<void> => {
-    const watch = watchBacklog(sql);
-    daemon.push(await runLoadProcess({ ...request, url: targets.daemon.url }));
-    const { maxPending, pendingAtEnd } = await watch.stop();
-    backlogs.push({ maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) });
+  const measureRound = async (handler: Handler): Promise<void> => {
+    const watch = handler === "daemon" ? watchBacklog(sql) : null;
+    const phase = await runLoadProcess({ ...request, url: targets[handler].url });
+    samples[handler].push(phase);
+    const { p99Ms, maxMs, errors } = summarize([phase]);
+    let inbox: InboxBacklog | undefined;
+    if (watch) {
+      const { maxPending, pendingAtEnd } = await watch.stop();
+      inbox = { maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) };
+      backlogs.push(inbox);
+    }
+    rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)) });
   };
-  const baselineRound = async (): Promise<void> => void baseline.push(await runLoadProcess({ ...request, url: targets.baseline.url }));
   for (let i = 0; i < options.rounds; i++) {
-    for (const phase of i % 2 === 0 ? [baselineRound, daemonRound] : [daemonRound, baselineRound]) {
+    for (const handler of i % 2 === 0 ? (["baseline", "daemon"] as const) : (["daemon", "baseline"] as const)) {
       await sleep(SETTLE_MS);
-      await phase();
+      await measureRound(handler);
     }
   }
-  const daemonLatency = latency(summarize(daemon));
-  const baselineLatency = latency(summarize(baseline));
+  const daemonLatency = latency(summarize(samples.daemon));
+  const baselineLatency = latency(summarize(samples.baseline));
   const worst = (pick: (b: InboxBacklog) => number): number => Math.max(...backlogs.map(pick));
   return {
     rate,
@@ -129,6 +154,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
     baseline: baselineLatency,
     p99Ratio: round(daemonLatency.p99Ms / baselineLatency.p99Ms),
     inbox: { maxPending: worst((b) => b.maxPending), pendingAtEnd: worst((b) => b.pendingAtEnd), drainSeconds: worst((b) => b.drainSeconds) },
+    byRound: rounds,
   };
 }
 
@@ -167,5 +193,12 @@ function report(results: RateResult[], options: Options): string {
   return [
     `webhook: open loop, ${options.seconds} s per rate and handler ${rounds} (each after a ${LEAD_IN_SECONDS} s unmeasured lead-in), distinct signed events; latency from each request's due time; gen lag: the generator's own delay in starting a request, part of its latency; inbox: worst round`,
     ...lines,
+    ...results.map(roundsLine),
   ].join("\n");
+}
+
+/** "2000/s by round, p99 ms: B 27.9 · D 54.1 (inbox max 408) · ..." */
+function roundsLine(r: RateResult): string {
+  const cells = r.byRound.map((one) => `${one.handler === "daemon" ? "D" : "B"} ${one.p99Ms}${one.inbox ? ` (inbox max ${one.inbox.maxPending})` : ""} [upkeep ${one.upkeepSeconds} s]`);
+  return `${r.rate}/s by round, p99 ms: ${cells.join(" · ")}`;
 }

@@ -63,3 +63,52 @@ export async function drainInbox(sql: Sql): Promise<number> {
     await sleep(100);
   }
 }
+
+/**
+ * Does now the upkeep a round left due, so that it is not done during the next round, beside
+ * another handler: waits for the autovacuum workers at work in the database, then vacuums and
+ * analyzes each table past autovacuum's thresholds, as autovacuum would within its next
+ * `autovacuum_naptime` (a minute by default). What comes due during a round is done by
+ * autovacuum during that round, and counts against that round's handler. Returns the seconds it
+ * took, which the report shows as the round's upkeep.
+ */
+export async function finishUpkeep(sql: Sql): Promise<number> {
+  const started = performance.now();
+  while (await autovacuumWorkers(sql) > 0) {
+    if (performance.now() - started > UPKEEP_LIMIT_MS) throw new Error(`autovacuum was still at work ${UPKEEP_LIMIT_MS / 1000} s after the round`);
+    await sleep(200);
+  }
+  // `table` is quoted by Postgres's format('%I.%I'): VACUUM takes no parameter.
+  for (const { table } of await tablesDue(sql)) await sql.unsafe(`vacuum (analyze) ${table}`);
+  return Math.round(performance.now() - started) / 1000;
+}
+
+const UPKEEP_LIMIT_MS = 300_000;
+
+const autovacuumWorkers = async (sql: Sql): Promise<number> =>
+  (await sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where backend_type = 'autovacuum worker' and datname = current_database()`)[0]!.n;
+
+/**
+ * The tables autovacuum would vacuum or analyze next: PostgreSQL's thresholds (18's insert
+ * threshold counts only the pages not yet frozen; an older server has no `relallfrozen` and counts
+ * them all), without per-table settings, which no table here has.
+ */
+async function tablesDue(sql: Sql): Promise<{ table: string }[]> {
+  return sql<{ table: string }[]>`
+    with setting as (
+      select current_setting('autovacuum_vacuum_threshold')::float8 as vac_base,
+             current_setting('autovacuum_vacuum_scale_factor')::float8 as vac_scale,
+             coalesce(nullif(current_setting('autovacuum_vacuum_max_threshold', true), '-1')::float8, 'Infinity') as vac_max,
+             current_setting('autovacuum_vacuum_insert_threshold')::float8 as ins_base,
+             current_setting('autovacuum_vacuum_insert_scale_factor')::float8 as ins_scale,
+             current_setting('autovacuum_analyze_threshold')::float8 as an_base,
+             current_setting('autovacuum_analyze_scale_factor')::float8 as an_scale
+    )
+    select format('%I.%I', t.schemaname, t.relname) as table
+    from pg_stat_user_tables t join pg_class c on c.oid = t.relid, setting,
+         lateral (select greatest(c.reltuples, 0) as tuples,
+                         case when c.relpages > 0 then 1 - coalesce((to_jsonb(c) ->> 'relallfrozen')::float8, 0) / c.relpages else 1 end as unfrozen) x
+    where t.n_dead_tup > least(vac_max, vac_base + vac_scale * tuples)
+       or (ins_base >= 0 and t.n_ins_since_vacuum > ins_base + ins_scale * tuples * unfrozen)
+       or t.n_mod_since_analyze > an_base + an_scale * tuples`;
+}
