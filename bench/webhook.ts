@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- webhook [--rates 500,2000] [--duration S] [--rounds N] [--warmup S] [--cpu-prof DIR] [--json]`
+ * `npm run bench -- webhook [--rates 500,2000] [--duration S] [--rounds N] [--warmup S] [--cpu-prof DIR] [--control] [--json]`
  *
  * The Stripe webhook of the real daemon against a minimal handler, at the rates Stripe sends.
  * Both run as processes of their own against the same database (DATABASE_URL, or an embedded
@@ -20,7 +20,9 @@
  * generator's own send lag at p99, and daemon p99 ÷ baseline p99; the daemon's inbox in its worst
  * round: the largest pending backlog, the backlog when the round's last request was answered and
  * how long it took to drain to zero; and each round's p99 and upkeep, in the order run.
- * `--rounds 1` measures each handler in one continuous phase. `--json` prints the JSON alone.
+ * `--rounds 1` measures each handler in one continuous phase. `--control` sends the daemon's rounds
+ * to the baseline too (the daemon idles): the "daemon" figures are then the baseline's, and their
+ * ratio is what this machine's noise alone gives. `--json` prints the JSON alone.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -50,6 +52,8 @@ interface Options {
   readonly rounds: number;
   readonly warmupSeconds: number;
   readonly cpuProfDir: string | undefined;
+  /** Measures the baseline in the daemon's rounds too: the ratio this machine's noise alone gives. */
+  readonly control: boolean;
   readonly json: boolean;
 }
 
@@ -91,7 +95,7 @@ export interface RateResult {
 function parse(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
-    options: { rates: { type: "string" }, duration: { type: "string" }, rounds: { type: "string" }, warmup: { type: "string" }, "cpu-prof": { type: "string" }, json: { type: "boolean" } },
+    options: { rates: { type: "string" }, duration: { type: "string" }, rounds: { type: "string" }, warmup: { type: "string" }, "cpu-prof": { type: "string" }, control: { type: "boolean" }, json: { type: "boolean" } },
   });
   const rates = (values.rates ?? "500,2000").split(",").map(Number);
   if (rates.some((rate) => !Number.isInteger(rate) || rate < 1)) throw new Error(`bench webhook: --rates must be positive integers separated by commas, got ${values.rates}`);
@@ -100,13 +104,15 @@ function parse(argv: string[]): Options {
   if (!(seconds > 0) || !(warmupSeconds >= 0)) throw new Error("bench webhook: --duration must be > 0 and --warmup >= 0 (seconds)");
   const rounds = Number(values.rounds ?? 2);
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`bench webhook: --rounds must be a positive integer, got ${values.rounds}`);
-  return { rates, seconds, rounds, warmupSeconds, cpuProfDir: values["cpu-prof"], json: values.json ?? false };
+  return { rates, seconds, rounds, warmupSeconds, cpuProfDir: values["cpu-prof"], control: values.control ?? false, json: values.json ?? false };
 }
 
 export async function run(argv: string[]): Promise<void> {
   const options = parse(argv);
-  const results = await withWebhookPair({ label: "webhook", secret: SECRET, cpuProfDir: options.cpuProfDir }, ({ sql, baseline, daemon }) => measureRates(sql, { baseline, daemon }, options));
-  process.stdout.write(options.json ? `${JSON.stringify({ rounds: options.rounds, rates: results })}\n` : `${report(results, options)}\n`);
+  const results = await withWebhookPair({ label: "webhook", secret: SECRET, cpuProfDir: options.cpuProfDir }, ({ sql, baseline, daemon }) =>
+    measureRates(sql, { baseline, daemon: options.control ? baseline : daemon }, options),
+  );
+  process.stdout.write(options.json ? `${JSON.stringify({ rounds: options.rounds, control: options.control, rates: results })}\n` : `${report(results, options)}\n`);
 }
 
 async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, options: Options): Promise<RateResult[]> {
@@ -192,6 +198,7 @@ function report(results: RateResult[], options: Options): string {
   const rounds = options.rounds === 1 ? "in one phase" : `in ${options.rounds} interleaved rounds`;
   return [
     `webhook: open loop, ${options.seconds} s per rate and handler ${rounds} (each after a ${LEAD_IN_SECONDS} s unmeasured lead-in), distinct signed events; latency from each request's due time; gen lag: the generator's own delay in starting a request, part of its latency; inbox: worst round`,
+    ...(options.control ? ["CONTROL RUN: the rows marked daemon measured the baseline again; their ratio is this machine's noise alone"] : []),
     ...lines,
     ...results.map(roundsLine),
   ].join("\n");
