@@ -126,12 +126,11 @@ async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: End
   return results;
 }
 
-/** `options.rounds` rounds of both handlers, their order alternating; the inbox drains after each daemon round. */
+/** `options.rounds` rounds of both handlers, their order alternating; after each, the daemon's inbox drains and the round's upkeep is done. */
 async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, rate: number, options: Options): Promise<RateResult> {
   const request = { rate, seconds: options.seconds / options.rounds, secret: SECRET, leadInSeconds: LEAD_IN_SECONDS };
   const samples: Record<Handler, LoadSamples[]> = { baseline: [], daemon: [] };
   const rounds: RoundResult[] = [];
-  const backlogs: InboxBacklog[] = [];
   const measureRound = async (handler: Handler): Promise<void> => {
     const watch = handler === "daemon" ? watchBacklog(sql) : null;
     const phase = await runLoadProcess({ ...request, url: targets[handler].url });
@@ -141,7 +140,6 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
     if (watch) {
       const { maxPending, pendingAtEnd } = await watch.stop();
       inbox = { maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) };
-      backlogs.push(inbox);
     }
     rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)) });
   };
@@ -153,6 +151,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
   }
   const daemonLatency = latency(summarize(samples.daemon));
   const baselineLatency = latency(summarize(samples.baseline));
+  const backlogs = rounds.flatMap((one) => (one.inbox ? [one.inbox] : []));
   const worst = (pick: (b: InboxBacklog) => number): number => Math.max(...backlogs.map(pick));
   return {
     rate,
