@@ -19,6 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
+import { median } from "./lib/stats.ts";
 import { freePort } from "./lib/webhook-processes.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -87,7 +88,6 @@ async function stop(child: ReturnType<typeof spawn>): Promise<void> {
   clearTimeout(timer);
 }
 
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const round = (v: number): number => Math.round(v * 100) / 100;
 
 function summarise(starts: Start[]): VariantResult {

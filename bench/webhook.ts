@@ -7,9 +7,9 @@
  * it (routing, logging at info to a file, metrics, its inbox worker and controller running), the
  * baseline is bench/lib/webhook-baseline.ts (verify with stripe-node, insert ON CONFLICT DO
  * NOTHING, answer). For each rate, a load generator in another process (bench/lib/webhook-load.ts)
- * sends distinct, validly signed events open-loop, `--duration` seconds (default 120) to each
- * handler, in `--rounds` interleaved rounds (default 2, so 60 s each: baseline, daemon, daemon,
- * baseline), so that both meet the same machine: on a shared 2-core host the p99 of the same
+ * sends distinct, validly signed events open-loop, `--duration` seconds (default 180) to each
+ * handler, in `--rounds` interleaved rounds (default 3, so 60 s each: baseline, daemon, daemon,
+ * baseline, baseline, daemon), so that both meet the same machine: on a shared 2-core host the p99 of the same
  * handler drifts by ±25% from one minute to the next. Rounds are long so that each holds the
  * upkeep its own writes bring on while it runs (autovacuum visits a database once a minute).
  * Each round's generator first sends `LEAD_IN_SECONDS` at the rate unmeasured, then measures.
@@ -17,9 +17,11 @@
  * (webhook-pair.ts finishUpkeep), so that no round runs beside the work of the one before, and
  * every round starts after `SETTLE_MS` of quiet. Reported per rate, over all rounds of a handler:
  * achieved rate, p50/p99/max latency from the moment each request was due, errors, the
- * generator's own send lag at p99, and daemon p99 ÷ baseline p99; the daemon's inbox in its worst
- * round: the largest pending backlog, the backlog when the round's last request was answered and
- * how long it took to drain to zero; and each round's p99 and upkeep, in the order run.
+ * generator's own send lag at p99, and daemon p99 ÷ baseline p99, pooled and as the ratio of the
+ * handlers' median rounds; the daemon's inbox in its worst round: the largest pending backlog, the
+ * backlog when the round's last request was answered and how long it took to drain to zero; and
+ * each round's p99, upkeep and what the machine did meanwhile (CPU steal, I/O stall), in the
+ * order run.
  * `--rounds 1` measures each handler in one continuous phase. `--control` sends the daemon's rounds
  * to the baseline too (the daemon idles): the "daemon" figures are then the baseline's, and their
  * ratio is what this machine's noise alone gives. `--json` prints the JSON alone.
@@ -29,7 +31,9 @@ import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
 
+import { type MachineShare, machineShareBetween, takeMachineSnapshot } from "./lib/machine.ts";
 import { type LoadResult, type LoadSamples, round, summarize } from "./lib/open-loop.ts";
+import { median } from "./lib/stats.ts";
 import { drainInbox, finishUpkeep, pendingCount, withWebhookPair } from "./lib/webhook-pair.ts";
 import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 
@@ -81,13 +85,22 @@ export interface RoundResult {
   readonly inbox?: InboxBacklog;
   /** Seconds the upkeep the round left due took after it (and after the inbox's drain): webhook-pair.ts finishUpkeep. */
   readonly upkeepSeconds: number;
+  /** What the machine did during the round (CPU steal, I/O stall): a disturbed round shows here. */
+  readonly machine: MachineShare;
 }
 
 export interface RateResult {
   readonly rate: number;
   readonly daemon: Latency;
   readonly baseline: Latency;
+  /** Pooled: the p99 over all of a handler's requests, daemon ÷ baseline. Decided by the worst rounds. */
   readonly p99Ratio: number;
+  /**
+   * The median of the daemon's rounds' p99 ÷ the median of the baseline's: what a typical minute
+   * of each costs. One slow minute of the machine moves it no more than one round's rank, where it
+   * decides the pooled ratio of whichever handler it fell on.
+   */
+  readonly medianRoundP99Ratio: number;
   readonly inbox: InboxBacklog;
   readonly byRound: readonly RoundResult[];
 }
@@ -99,10 +112,10 @@ function parse(argv: string[]): Options {
   });
   const rates = (values.rates ?? "500,2000").split(",").map(Number);
   if (rates.some((rate) => !Number.isInteger(rate) || rate < 1)) throw new Error(`bench webhook: --rates must be positive integers separated by commas, got ${values.rates}`);
-  const seconds = Number(values.duration ?? 120);
+  const seconds = Number(values.duration ?? 180);
   const warmupSeconds = Number(values.warmup ?? 5);
   if (!(seconds > 0) || !(warmupSeconds >= 0)) throw new Error("bench webhook: --duration must be > 0 and --warmup >= 0 (seconds)");
-  const rounds = Number(values.rounds ?? 2);
+  const rounds = Number(values.rounds ?? 3);
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`bench webhook: --rounds must be a positive integer, got ${values.rounds}`);
   return { rates, seconds, rounds, warmupSeconds, cpuProfDir: values["cpu-prof"], control: values.control ?? false, json: values.json ?? false };
 }
@@ -133,7 +146,9 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
   const rounds: RoundResult[] = [];
   const measureRound = async (handler: Handler): Promise<void> => {
     const watch = handler === "daemon" ? watchBacklog(sql) : null;
+    const before = takeMachineSnapshot();
     const phase = await runLoadProcess({ ...request, url: targets[handler].url });
+    const machine = machineShareBetween(before, takeMachineSnapshot());
     samples[handler].push(phase);
     const { p99Ms, maxMs, errors } = summarize([phase]);
     let inbox: InboxBacklog | undefined;
@@ -141,7 +156,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
       const { maxPending, pendingAtEnd } = await watch.stop();
       inbox = { maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) };
     }
-    rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)) });
+    rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)), machine });
   };
   for (let i = 0; i < options.rounds; i++) {
     for (const handler of i % 2 === 0 ? (["baseline", "daemon"] as const) : (["daemon", "baseline"] as const)) {
@@ -151,6 +166,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
   }
   const daemonLatency = latency(summarize(samples.daemon));
   const baselineLatency = latency(summarize(samples.baseline));
+  const medianRoundP99 = (handler: Handler): number => median(rounds.filter((one) => one.handler === handler).map((one) => one.p99Ms));
   const backlogs = rounds.flatMap((one) => (one.inbox ? [one.inbox] : []));
   const worst = (pick: (b: InboxBacklog) => number): number => Math.max(...backlogs.map(pick));
   return {
@@ -158,6 +174,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
     daemon: daemonLatency,
     baseline: baselineLatency,
     p99Ratio: round(daemonLatency.p99Ms / baselineLatency.p99Ms),
+    medianRoundP99Ratio: round(medianRoundP99("daemon") / medianRoundP99("baseline")),
     inbox: { maxPending: worst((b) => b.maxPending), pendingAtEnd: worst((b) => b.pendingAtEnd), drainSeconds: worst((b) => b.drainSeconds) },
     byRound: rounds,
   };
@@ -186,10 +203,10 @@ function watchBacklog(sql: Sql): { stop(): Promise<{ maxPending: number; pending
 }
 
 function report(results: RateResult[], options: Options): string {
-  const header = ["rate/s", "handler", "achieved/s", "p50 ms", "p99 ms", "max ms", "errors", "gen lag p99", "p99 ratio", "inbox max", "at end", "drain s"];
+  const header = ["rate/s", "handler", "achieved/s", "p50 ms", "p99 ms", "max ms", "errors", "gen lag p99", "p99 ratio", "median-round ratio", "inbox max", "at end", "drain s"];
   const rows = results.flatMap((r) => [
-    [r.rate, "baseline", r.baseline.achieved, r.baseline.p50Ms, r.baseline.p99Ms, r.baseline.maxMs, r.baseline.errors, r.baseline.sendLagP99Ms, "", "", "", ""],
-    [r.rate, "daemon", r.daemon.achieved, r.daemon.p50Ms, r.daemon.p99Ms, r.daemon.maxMs, r.daemon.errors, r.daemon.sendLagP99Ms, r.p99Ratio, r.inbox.maxPending, r.inbox.pendingAtEnd, r.inbox.drainSeconds],
+    [r.rate, "baseline", r.baseline.achieved, r.baseline.p50Ms, r.baseline.p99Ms, r.baseline.maxMs, r.baseline.errors, r.baseline.sendLagP99Ms, "", "", "", "", ""],
+    [r.rate, "daemon", r.daemon.achieved, r.daemon.p50Ms, r.daemon.p99Ms, r.daemon.maxMs, r.daemon.errors, r.daemon.sendLagP99Ms, r.p99Ratio, r.medianRoundP99Ratio, r.inbox.maxPending, r.inbox.pendingAtEnd, r.inbox.drainSeconds],
   ]);
   const cells = [header, ...rows.map((row) => row.map(String))];
   const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
@@ -203,8 +220,12 @@ function report(results: RateResult[], options: Options): string {
   ].join("\n");
 }
 
-/** "2000/s by round, p99 ms: B 27.9 · D 54.1 (inbox max 408) · ..." */
+/** "2000/s by round, p99 ms: B 27.9 [upkeep 0.4 s, steal 0%, io stall 1.2%] · D 54.1 (inbox max 408) [...] · ..." */
 function roundsLine(r: RateResult): string {
-  const cells = r.byRound.map((one) => `${one.handler === "daemon" ? "D" : "B"} ${one.p99Ms}${one.inbox ? ` (inbox max ${one.inbox.maxPending})` : ""} [upkeep ${one.upkeepSeconds} s]`);
+  const share = (pct: number | null): string => (pct === null ? "n/a" : `${pct}%`);
+  const cells = r.byRound.map(
+    (one) =>
+      `${one.handler === "daemon" ? "D" : "B"} ${one.p99Ms}${one.inbox ? ` (inbox max ${one.inbox.maxPending})` : ""} [upkeep ${one.upkeepSeconds} s, steal ${share(one.machine.stealPct)}, io stall ${share(one.machine.ioFullPct)}]`,
+  );
   return `${r.rate}/s by round, p99 ms: ${cells.join(" · ")}`;
 }
