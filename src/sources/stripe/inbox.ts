@@ -68,12 +68,14 @@ export interface StripeInboxOptions {
   /**
    * After a pass that handled events but fewer customers than `customersPerPass`, the next pass
    * starts this long after it started (a full pass is followed at once). Events that arrive
-   * meanwhile share one pass's statements instead of a pass each: under a steady stream of
-   * webhooks the worker then spends far fewer statements, and CPU, per event. Default 25 ms: each
-   * pass is a burst of work beside the webhook's answers, and smaller bursts cost their tail less
-   * (bench webhook at 500/s, daemon p99 ÷ baseline p99: 1.56-1.59 at 100 ms, 1.45-1.53 at 50,
-   * 1.33-1.48 at 25, 1.62 at 10, where the passes' own statements begin to count; at 2,000/s,
-   * 25 ms: 1.42, at most 481 events pending).
+   * meanwhile share one pass's statements instead of a pass each: each pass costs about 4.5 ms of
+   * CPU (this thread's and its Postgres session's) beyond what its events cost. Default 100 ms:
+   * at 500 webhooks/s the worker spent 3.7 s of CPU on 15,000 events where at 25 ms it spent
+   * 8.3 s (per-thread CPU from /proc over 30 s), CPU that it takes from the webhook's answers on
+   * a small machine. An event waits at most this much longer to be applied. (25 ms had been
+   * chosen on bench webhook's p99 ratios, 1.33-1.48 against 1.56-1.59 at 100 ms, in 10 s rounds
+   * whose noise, measured since with `--control`, is larger than that difference.) At 2,000/s
+   * the worker's CPU per event was the same at either (about 0.2 ms).
    */
   readonly minPassIntervalMs?: number;
   readonly backoff?: { readonly minMs: number; readonly maxMs: number };
@@ -93,7 +95,7 @@ export const INBOX_DEFAULTS = {
   customersPerTransaction: 25,
   eventsPerCustomer: 200,
   pollIntervalMs: 1000,
-  minPassIntervalMs: 25,
+  minPassIntervalMs: 100,
   backoff: { minMs: 1000, maxMs: 300_000 },
   deferMs: 60_000,
   maxWaitMs: 3 * 24 * 3600 * 1000,
