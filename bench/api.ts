@@ -22,8 +22,8 @@ import { seed } from "../src/state/db.ts";
 import { runInChildProcess } from "./lib/child-process.ts";
 import type { HttpLoadRequest } from "./lib/http-load.ts";
 import type { LoadResult } from "./lib/open-loop.ts";
-import { round } from "./lib/open-loop.ts";
 import { openBenchPostgres } from "./lib/pg.ts";
+import { round } from "./lib/stats.ts";
 import { startDaemon } from "./lib/webhook-processes.ts";
 
 const LOAD = fileURLToPath(new URL("./lib/http-load.ts", import.meta.url));

@@ -15,7 +15,8 @@ import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
 
-import { type LoadSamples, round, summarize } from "./lib/open-loop.ts";
+import { type LoadSamples, summarize } from "./lib/open-loop.ts";
+import { round } from "./lib/stats.ts";
 import { drainInbox, withWebhookPair } from "./lib/webhook-pair.ts";
 import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 

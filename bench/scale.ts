@@ -26,6 +26,7 @@ import { loadConfig } from "../src/config.ts";
 import { openBenchPostgres } from "./lib/pg.ts";
 import { runScale } from "./lib/scale-process.ts";
 import type { PhaseResult, RunOptions, RunResult } from "./lib/scale-run.ts";
+import { round } from "./lib/stats.ts";
 
 interface Options {
   readonly instances: number;
@@ -149,7 +150,6 @@ function summarize(options: Options, ours: RunResult, naive: RunResult | null, r
   };
 }
 
-const round = (v: number): number => Math.round(v * 100) / 100;
 
 interface Ratios {
   /** "total" when both ran the same N; "per instance" when the baseline ran fewer. */

@@ -19,7 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
-import { median } from "./lib/stats.ts";
+import { median, round } from "./lib/stats.ts";
 import { freePort } from "./lib/webhook-processes.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -88,7 +88,6 @@ async function stop(child: ReturnType<typeof spawn>): Promise<void> {
   clearTimeout(timer);
 }
 
-const round = (v: number): number => Math.round(v * 100) / 100;
 
 function summarise(starts: Start[]): VariantResult {
   return { readyMsMedian: Math.round(median(starts.map((s) => s.readyMs))), readyMsMax: Math.round(Math.max(...starts.map((s) => s.readyMs))), rssMbMedian: Math.round(median(starts.map((s) => s.rssMb))) };

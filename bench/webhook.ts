@@ -33,8 +33,8 @@ import { parseArgs } from "node:util";
 import type { Sql } from "postgres";
 
 import { type MachineShare, machineShareBetween, takeMachineSnapshot } from "./lib/machine.ts";
-import { type LoadResult, type LoadSamples, round, summarize } from "./lib/open-loop.ts";
-import { median } from "./lib/stats.ts";
+import { type LoadResult, type LoadSamples, summarize } from "./lib/open-loop.ts";
+import { median, round } from "./lib/stats.ts";
 import { drainInbox, finishUpkeep, pendingCount, withWebhookPair } from "./lib/webhook-pair.ts";
 import { type Endpoint, runLoadProcess } from "./lib/webhook-processes.ts";
 

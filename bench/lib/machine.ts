@@ -7,6 +7,8 @@
  */
 import { readFileSync } from "node:fs";
 
+import { round } from "./stats.ts";
+
 export interface MachineSnapshot {
   readonly atMs: number;
   /** Jiffies: all CPU time and the part stolen by the hypervisor (null without /proc/stat). */
@@ -29,7 +31,7 @@ export function takeMachineSnapshot(read: (path: string) => string | null = read
 }
 
 export function machineShareBetween(before: MachineSnapshot, after: MachineSnapshot): MachineShare {
-  const pct = (part: number, whole: number): number => (whole > 0 ? Math.round((part / whole) * 10_000) / 100 : 0);
+  const pct = (part: number, whole: number): number => (whole > 0 ? round((part / whole) * 100) : 0);
   const cpu = before.cpu && after.cpu ? pct(after.cpu.steal - before.cpu.steal, after.cpu.total - before.cpu.total) : null;
   const wallMicros = (after.atMs - before.atMs) * 1000;
   const io = before.ioFullMicros !== null && after.ioFullMicros !== null ? pct(after.ioFullMicros - before.ioFullMicros, wallMicros) : null;

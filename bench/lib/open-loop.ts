@@ -4,6 +4,8 @@
  * was due (not from when it went out), so a server or generator that falls behind shows in the
  * figures instead of slowing the load down. Runs in a load generator's own process.
  */
+import { round } from "./stats.ts";
+
 export interface LoadResult {
   readonly requests: number;
   /** Successful answers per second, from the first due time to the last answer. */
@@ -97,5 +99,3 @@ export function summarize(phases: readonly LoadSamples[]): LoadResult {
   const at = (sorted: Float64Array, q: number): number => round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
   return { requests: total, achieved: round((total - errors) / seconds), p50Ms: at(latencies, 0.5), p99Ms: at(latencies, 0.99), maxMs: round(latencies[total - 1]!), errors, sendLagP99Ms: at(sendLags, 0.99) };
 }
-
-export const round = (v: number): number => Math.round(v * 100) / 100;

@@ -1,3 +1,6 @@
+/** Rounds to two decimals, as the benchmarks report figures. */
+export const round = (v: number): number => Math.round(v * 100) / 100;
+
 /** The middle value (the mean of the middle two for an even count); NaN for none. */
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN;
