@@ -19,6 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
+import { endsWithThisProcess } from "./lib/child-process.ts";
 import { median, round } from "./lib/stats.ts";
 import { freePort } from "./lib/webhook-processes.ts";
 
@@ -59,6 +60,7 @@ async function startOnce(variant: Variant, dir: string): Promise<Start> {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  endsWithThisProcess(child);
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString("utf8")).slice(-2_000)));
   try {

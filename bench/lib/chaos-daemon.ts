@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 import { postgresPids, postmasterPid, signalPid } from "../../test/helpers/postgres-processes.ts";
+import { endsWithThisProcess } from "./child-process.ts";
 import { startNodeFlags } from "./start-flags.ts";
 
 const RESTART_DELAY_MS = 1_000;
@@ -83,6 +84,7 @@ interface ServeChild {
 
 function spawnServe(env: Record<string, string>, log: WriteStream): ServeChild {
   const child = spawn(process.execPath, [...startNodeFlags(), "src/bin.mjs", "serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  endsWithThisProcess(child);
   let resolvePort: (port: number) => void = () => {};
   const port = new Promise<number>((resolve) => (resolvePort = resolve));
   for (const stream of [child.stdout, child.stderr]) {

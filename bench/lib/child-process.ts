@@ -60,6 +60,21 @@ export function serveOverIpc<Request, Result>(run: (request: Request, signal: Ab
   });
 }
 
+/**
+ * Kills `child` if this process exits first, so that a benchmark ending on an error it did not
+ * catch, or on EPIPE when its output is cut short (`| head`), leaves no daemon running behind it:
+ * a child without an IPC channel (a spawned daemon) has no other way to notice. Exits by SIGKILL,
+ * or by a signal this process does not handle, run no exit handler; a terminal's Ctrl-C reaches
+ * the children itself.
+ */
+export function endsWithThisProcess(child: ChildProcess): void {
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  };
+  process.once("exit", kill);
+  child.once("exit", () => process.off("exit", kill));
+}
+
 /** Ends a child (a signal, or "disconnect" for an IPC child that exits on it) and waits for it, SIGKILL after STOP_MS. */
 export async function stopChild(child: ChildProcess, how: NodeJS.Signals | "disconnect"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

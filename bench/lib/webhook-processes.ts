@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
-import { runInChildProcess, stopChild, within } from "./child-process.ts";
+import { endsWithThisProcess, runInChildProcess, stopChild, within } from "./child-process.ts";
 import { startNodeFlags } from "./start-flags.ts";
 import type { LoadRequest, LoadSamples } from "./webhook-load.ts";
 
@@ -48,6 +48,7 @@ export async function startDaemon(options: { databaseUrl: string; secret: string
   const nodeArgs = [...startNodeFlags(), ...(options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [])];
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: options.databaseUrl, STRIPE_WEBHOOK_SECRET: options.secret, PORT: String(port), DATA_DIR: join(options.dir, "data"), LOG_LEVEL: "info" };
   const child = spawn(process.execPath, [...nodeArgs, BIN, "serve"], { env, stdio: ["ignore", log.fd, log.fd] });
+  endsWithThisProcess(child);
   const stop = async (): Promise<void> => {
     await stopChild(child, "SIGTERM");
     await log.close();
