@@ -21,8 +21,9 @@
  * generator's own send lag at p99, and daemon p99 ÷ baseline p99, pooled and as the ratio of the
  * handlers' median rounds; the daemon's inbox in its worst round: the largest pending backlog, the
  * backlog when the round's last request was answered and how long it took to drain to zero; and
- * each round's p99, upkeep and what the machine did meanwhile (CPU steal, I/O stall), in the
- * order run.
+ * each round's p99, upkeep and what the machine did meanwhile (CPU steal, I/O stall, and the
+ * disk's flush latency from a probe flushing a small file ten times a second: fsync-probe.ts), in
+ * the order run.
  * `--rounds 1` measures each handler in one continuous phase. `--control` sends the daemon's rounds
  * to the baseline too (the daemon idles): the "daemon" figures are then the baseline's, and their
  * ratio is what this machine's noise alone gives. `--json` prints the JSON alone.
@@ -32,6 +33,7 @@ import { parseArgs } from "node:util";
 
 import type { Sql } from "postgres";
 
+import { type FsyncLatency, startFsyncProbe } from "./lib/fsync-probe.ts";
 import { type MachineShare, machineShareBetween, takeMachineSnapshot } from "./lib/machine.ts";
 import { type LoadResult, type LoadSamples, summarize } from "./lib/open-loop.ts";
 import { median, round } from "./lib/stats.ts";
@@ -88,6 +90,8 @@ export interface RoundResult {
   readonly upkeepSeconds: number;
   /** What the machine did during the round (CPU steal, I/O stall): a disturbed round shows here. */
   readonly machine: MachineShare;
+  /** How long this machine's disk took to flush a small write, timed ten times a second during the round (fsync-probe.ts). */
+  readonly fsync: FsyncLatency | null;
 }
 
 export interface RateResult {
@@ -123,32 +127,34 @@ function parse(argv: string[]): Options {
 
 export async function run(argv: string[]): Promise<void> {
   const options = parse(argv);
-  const results = await withWebhookPair({ label: "webhook", secret: SECRET, cpuProfDir: options.cpuProfDir }, ({ sql, baseline, daemon }) =>
-    measureRates(sql, { baseline, daemon: options.control ? baseline : daemon }, options),
+  const results = await withWebhookPair({ label: "webhook", secret: SECRET, cpuProfDir: options.cpuProfDir }, ({ sql, baseline, daemon, dir }) =>
+    measureRates(sql, { baseline, daemon: options.control ? baseline : daemon }, dir, options),
   );
   process.stdout.write(options.json ? `${JSON.stringify({ rounds: options.rounds, control: options.control, rates: results })}\n` : `${report(results, options)}\n`);
 }
 
-async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, options: Options): Promise<RateResult[]> {
+async function measureRates(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, dir: string, options: Options): Promise<RateResult[]> {
   if (options.warmupSeconds > 0) {
     for (const target of [targets.baseline, targets.daemon]) await runLoadProcess({ url: target.url, rate: WARMUP_RATE, seconds: options.warmupSeconds, secret: SECRET });
     await drainInbox(sql);
   }
   await finishUpkeep(sql); // the migrations' and the warm-up's
   const results: RateResult[] = [];
-  for (const rate of options.rates) results.push(await measureRate(sql, targets, rate, options));
+  for (const rate of options.rates) results.push(await measureRate(sql, targets, dir, rate, options));
   return results;
 }
 
 /** `options.rounds` rounds of both handlers, their order alternating; after each, the daemon's inbox drains and the round's upkeep is done. */
-async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, rate: number, options: Options): Promise<RateResult> {
+async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endpoint }, dir: string, rate: number, options: Options): Promise<RateResult> {
   const request = { rate, seconds: options.seconds / options.rounds, secret: SECRET, leadInSeconds: LEAD_IN_SECONDS };
   const samples: Record<Handler, LoadSamples[]> = { baseline: [], daemon: [] };
   const rounds: RoundResult[] = [];
   const measureRound = async (handler: Handler): Promise<void> => {
     const watch = handler === "daemon" ? watchBacklog(sql) : null;
     const before = takeMachineSnapshot();
+    const probe = await startFsyncProbe(dir);
     const phase = await runLoadProcess({ ...request, url: targets[handler].url });
+    const fsync = await probe.stop();
     const machine = machineShareBetween(before, takeMachineSnapshot());
     samples[handler].push(phase);
     const { p99Ms, maxMs, errors } = summarize([phase]);
@@ -157,7 +163,7 @@ async function measureRate(sql: Sql, targets: { baseline: Endpoint; daemon: Endp
       const { maxPending, pendingAtEnd } = await watch.stop();
       inbox = { maxPending, pendingAtEnd, drainSeconds: round(await drainInbox(sql)) };
     }
-    rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)), machine });
+    rounds.push({ handler, p99Ms, maxMs, errors, ...(inbox && { inbox }), upkeepSeconds: round(await finishUpkeep(sql)), machine, fsync });
   };
   for (let i = 0; i < options.rounds; i++) {
     for (const handler of i % 2 === 0 ? (["baseline", "daemon"] as const) : (["daemon", "baseline"] as const)) {
@@ -221,12 +227,12 @@ function report(results: RateResult[], options: Options): string {
   ].join("\n");
 }
 
-/** "2000/s by round, p99 ms: B 27.9 [upkeep 0.4 s, steal 0%, io stall 1.2%] · D 54.1 (inbox max 408) [...] · ..." */
+/** "2000/s by round, p99 ms: B 27.9 [upkeep 0.4 s, steal 0%, io stall 1.2%, fsync p99 3.1 ms] · D 54.1 (inbox max 408) [...] · ..." */
 function roundsLine(r: RateResult): string {
   const share = (pct: number | null): string => (pct === null ? "n/a" : `${pct}%`);
   const cells = r.byRound.map(
     (one) =>
-      `${one.handler === "daemon" ? "D" : "B"} ${one.p99Ms}${one.inbox ? ` (inbox max ${one.inbox.maxPending})` : ""} [upkeep ${one.upkeepSeconds} s, steal ${share(one.machine.stealPct)}, io stall ${share(one.machine.ioFullPct)}]`,
+      `${one.handler === "daemon" ? "D" : "B"} ${one.p99Ms}${one.inbox ? ` (inbox max ${one.inbox.maxPending})` : ""} [upkeep ${one.upkeepSeconds} s, steal ${share(one.machine.stealPct)}, io stall ${share(one.machine.ioFullPct)}, fsync p99 ${one.fsync ? `${one.fsync.p99Ms} ms` : "n/a"}]`,
   );
   return `${r.rate}/s by round, p99 ms: ${cells.join(" · ")}`;
 }

@@ -4,7 +4,7 @@
  * was due (not from when it went out), so a server or generator that falls behind shows in the
  * figures instead of slowing the load down. Runs in a load generator's own process.
  */
-import { round } from "./stats.ts";
+import { quantile, round } from "./stats.ts";
 
 export interface LoadResult {
   readonly requests: number;
@@ -96,6 +96,6 @@ export function summarize(phases: readonly LoadSamples[]): LoadResult {
   const errors = phases.reduce((sum, phase) => sum + phase.errors, 0);
   const seconds = phases.reduce((sum, phase) => sum + phase.seconds, 0);
   const sendLags = Float64Array.from(phases.flatMap((phase) => phase.sendLagsMs)).sort();
-  const at = (sorted: Float64Array, q: number): number => round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
+  const at = (sorted: Float64Array, q: number): number => round(quantile(sorted, q));
   return { requests: total, achieved: round((total - errors) / seconds), p50Ms: at(latencies, 0.5), p99Ms: at(latencies, 0.99), maxMs: round(latencies[total - 1]!), errors, sendLagP99Ms: at(sendLags, 0.99) };
 }

@@ -27,6 +27,8 @@ export interface WebhookPair {
   readonly sql: Sql;
   readonly baseline: Endpoint;
   readonly daemon: Endpoint;
+  /** A scratch directory of the run, on this machine's temporary disk (the embedded database's). */
+  readonly dir: string;
 }
 
 export async function withWebhookPair<T>(options: { label: string; secret: string; cpuProfDir?: string | undefined }, measure: (pair: WebhookPair) => Promise<T>): Promise<T> {
@@ -42,7 +44,7 @@ export async function withWebhookPair<T>(options: { label: string; secret: strin
     stops.push(() => daemon.stop());
     // Before any generator is forked: Postgres, the daemon and the baseline yield the CPU to them.
     if (lowerDescendants(SERVER_NICE_STEPS) === 0) process.stderr.write(`bench ${options.label}: could not lower the servers' priority; the generator competes with them for the CPU\n`);
-    return await measure({ sql: db.sql, baseline, daemon });
+    return await measure({ sql: db.sql, baseline, daemon, dir });
   } finally {
     for (const stop of stops.reverse()) await stop().catch((error: unknown) => process.stderr.write(`bench ${options.label}: cleanup failed: ${String(error)}\n`));
     await pg?.close();
