@@ -25,7 +25,12 @@ import { insertStripeEvents, type NewStripeEvent } from "../../state/stripe-even
 export interface StripeEventWriterOptions {
   readonly sql: Db;
   readonly timeoutMs: number;
-  /** Inserts running at once (default 2): more let rows wait less, fewer make batches larger. */
+  /**
+   * Inserts running at once (default 2): more let rows wait less, fewer make batches larger and
+   * commits fewer. Two beat four when the machine was busy: at 2,000 webhooks/s, two daemons, one
+   * of each, and the baseline in turn, 12 rounds of 10 s each, gave a median round p99 of 79 ms
+   * with two and 176 ms with four.
+   */
   readonly maxInFlight?: number;
   /** Rows per INSERT (default 256). */
   readonly maxBatch?: number;
