@@ -150,7 +150,6 @@ function summarize(options: Options, ours: RunResult, naive: RunResult | null, r
   };
 }
 
-
 interface Ratios {
   /** "total" when both ran the same N; "per instance" when the baseline ran fewer. */
   readonly basis: "total" | "per instance";

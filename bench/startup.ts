@@ -19,14 +19,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
-import { endsWithThisProcess } from "./lib/child-process.ts";
+import { endsWithThisProcess, stopChild } from "./lib/child-process.ts";
 import { median, round } from "./lib/stats.ts";
 import { freePort } from "./lib/webhook-processes.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const READY_MS = 120_000;
 const SETTLE_MS = 3_000;
-const STOP_MS = 30_000;
 
 /**
  * The two ways src/bin.mjs can run `serve`, spelled out so each can be forced: entry files written
@@ -77,19 +76,9 @@ async function startOnce(variant: Variant, dir: string): Promise<Start> {
     const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
     return { readyMs, rssMb: rssKb / 1024 };
   } finally {
-    await stop(child);
+    await stopChild(child, "SIGINT");
   }
 }
-
-async function stop(child: ReturnType<typeof spawn>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGINT");
-  const timer = setTimeout(() => child.kill("SIGKILL"), STOP_MS);
-  await exited;
-  clearTimeout(timer);
-}
-
 
 function summarise(starts: Start[]): VariantResult {
   return { readyMsMedian: Math.round(median(starts.map((s) => s.readyMs))), readyMsMax: Math.round(Math.max(...starts.map((s) => s.readyMs))), rssMbMedian: Math.round(median(starts.map((s) => s.rssMb))) };

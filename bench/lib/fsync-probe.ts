@@ -42,6 +42,8 @@ export async function startFsyncProbe(dir: string, intervalMs = 100): Promise<Fs
       await sleep(intervalMs, undefined, { signal: stopping.signal }).catch(() => {});
     }
   })();
+  // A flush that fails ends the loop; its error is thrown by `stop`, not reported as unhandled mid-round.
+  loop.catch(() => {});
   return {
     stop: async () => {
       stopping.abort();
